@@ -1,0 +1,194 @@
+"""Reading and writing photos: 8/16-bit PNG and TIFF, JPEG; grey, RGB, RGBA, palette.
+
+`read_image` returns the pixels as float32 RGB in [0, 1] plus what is needed to write
+the result back the same way (bit depth, alpha, grey). EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+
+
+class ImageReadError(UserError, ValueError):
+    """A file that is not a readable image; the message names the file and the reason."""
+
+
+@dataclass
+class ImageInfo:
+    path: str
+    bits: int  # 8 or 16
+    grey: bool
+    alpha: np.ndarray | None  # float32 H x W in [0, 1], passed through untouched
+    orig_dtype: str = "uint8"
+
+
+def to_rgb_float(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int, bool]:
+    """Any decoded array (H x W, H x W x 1..4; uint8/uint16/float) -> RGB float32 [0, 1]."""
+    arr = np.asarray(arr)
+    if arr.dtype == np.uint8:
+        bits, scale = 8, 255.0
+    elif arr.dtype in (np.uint16, np.int32, np.uint32, np.int64):
+        bits, scale = 16, 65535.0
+    elif arr.dtype == bool:
+        bits, scale = 8, 1.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        bits, scale = 16, 1.0
+    else:
+        raise ImageReadError(f"unsupported pixel type {arr.dtype}")
+    x = arr.astype(np.float32) / np.float32(scale)
+    alpha = None
+    grey = False
+    if x.ndim == 2:
+        x, grey = x[..., None], True
+    if x.ndim != 3:
+        raise ImageReadError(f"unsupported image shape {arr.shape}")
+    c = x.shape[2]
+    if c == 2:  # grey + alpha
+        alpha, x, grey = x[..., 1], x[..., :1], True
+    elif c == 4:
+        alpha, x = x[..., 3], x[..., :3]
+    elif c not in (1, 3):
+        raise ImageReadError(f"unsupported channel count {c}")
+    if x.shape[2] == 1:
+        x = np.repeat(x, 3, axis=2)
+    return np.clip(x, 0, 1), alpha, bits, grey
+
+
+def read_image(path: str | Path, max_megapixels: float | None = None) -> tuple[np.ndarray, ImageInfo]:
+    """Decode `path` to float32 RGB in [0, 1] (EXIF orientation applied)."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = None if max_megapixels is None else int(max_megapixels * 1e6)
+            with Image.open(path) as im:
+                if max_megapixels is not None and im.width * im.height > max_megapixels * 1e6:
+                    raise ImageReadError(
+                        f"{path}: {im.width} x {im.height} is over the {max_megapixels:g} MP limit"
+                    )
+                im = ImageOps.exif_transpose(im)
+                arr = _pil_to_array(im, path)
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReadError(f"{path}: too large ({e})") from None
+    except Exception as e:  # PIL raises many types for corrupt files
+        raise ImageReadError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    rgb, alpha, bits, grey = to_rgb_float(arr)
+    return rgb, ImageInfo(str(path), bits, grey, alpha, str(arr.dtype))
+
+
+def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
+    im.load()  # forces a full decode, so truncated files fail here
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(im, dtype=np.uint16)
+    if mode == "I":
+        arr = np.asarray(im)
+        return np.clip(arr, 0, 65535).astype(np.uint16)
+    if mode == "F":
+        return np.asarray(im, np.float32)
+    if mode in ("P", "PA"):
+        im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
+    elif mode in ("1", "L", "LA", "RGB", "RGBA"):
+        pass
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"):
+        im = im.convert("RGBA" if mode in ("RGBa",) else "RGB")
+    else:
+        im = im.convert("RGB")
+    arr = np.asarray(im)
+    if arr.dtype == np.uint8 and path.suffix.lower() == ".png" and _png_bit_depth(path) == 16:
+        return _read_png16(path)  # Pillow narrows 16-bit RGB(A) PNG to 8 bits
+    if arr.dtype == np.uint8 and path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        full = tifffile.imread(path)
+        if full.dtype == np.uint16:
+            return full
+    return arr
+
+
+def _png_bit_depth(path: Path) -> int:
+    with open(path, "rb") as f:
+        head = f.read(26)
+    # IHDR is the first chunk: bit depth is byte 24
+    return head[24] if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 else 8
+
+
+def _read_png16(path: Path) -> np.ndarray:
+    import png
+
+    w, h, rows, _ = png.Reader(filename=str(path)).asDirect()
+    return np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(h, w, -1)
+
+
+def _write_png16(path: Path, arr: np.ndarray) -> None:
+    import png
+
+    h, w = arr.shape[:2]
+    planes = 1 if arr.ndim == 2 else arr.shape[2]
+    writer = png.Writer(
+        width=w, height=h, bitdepth=16, greyscale=planes in (1, 2), alpha=planes in (2, 4)
+    )
+    with open(path, "wb") as f:
+        writer.write(f, arr.reshape(h, w * planes))
+
+
+def write_image(path: str | Path, rgb: np.ndarray, info: ImageInfo | None = None, bits: int | None = None) -> None:
+    """Write float RGB [0, 1] to `path`, keeping the source's bit depth, alpha and greyness."""
+    path = Path(path)
+    bits = bits or (info.bits if info else 8)
+    x = np.clip(np.asarray(rgb, np.float32), 0, 1)
+    if info is not None and info.grey:
+        x = x.mean(axis=2, keepdims=True)
+    if info is not None and info.alpha is not None:
+        x = np.concatenate([x, info.alpha[..., None]], axis=2)
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg", ".bmp", ".webp"):
+        bits = 8
+    if bits == 16:
+        arr = np.rint(x * 65535).astype(np.uint16)
+    else:
+        arr = np.rint(x * 255).astype(np.uint8)
+    if arr.shape[2] == 1:
+        arr = arr[..., 0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part{path.suffix}")
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        tifffile.imwrite(tmp, arr, photometric="minisblack" if arr.ndim == 2 else "rgb")
+    elif bits == 16 and suffix == ".png":
+        _write_png16(tmp, arr)
+    else:
+        if suffix in (".jpg", ".jpeg") and arr.ndim == 3 and arr.shape[2] == 4:
+            arr = arr[..., :3]  # JPEG has no alpha
+        im = Image.fromarray(arr)
+        kw = {"quality": 95} if suffix in (".jpg", ".jpeg") else {}
+        im.save(tmp, format=Image.registered_extensions().get(suffix, "PNG"), **kw)
+    tmp.replace(path)  # atomic: a crash never leaves a half-written output
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under `folder`, recursively, sorted, hidden files skipped."""
+    folder = Path(folder)
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
