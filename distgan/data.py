@@ -1,0 +1,310 @@
+"""Training data: sources, decoding, and the per-image transform (crops -> noise).
+
+The transform is pure numpy (`crops_of`, `noisy_chunks`), so it is tested eagerly and
+runs unchanged in-process (`LocalBatches`, for `--local`) and inside Ray Data
+(`build_dataset`, for Ray Train). Nothing is precomputed per epoch: every batch is drawn
+fresh, and in local mode batch `step` is a pure function of (seed, step), so a resumed
+run sees exactly the batches it would have seen.
+
+Sources (`data.source`):
+    samples         colour photos that scikit-image installs (the default; no download)
+    folder:PATH     images under PATH, recursively (jpg, png, tif, bmp, webp)
+    coco:PATH       a COCO images folder, or an instances JSON (file_names resolve next to it)
+    cifar100        keras.datasets.cifar100 (train split), through Keras' own loader
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config, DataConfig
+from .errors import UserError
+from .imagefile import ImageReadError, list_images, read_image
+from .noise import N_PARAMS, add_noise, sample_spec
+from .tiling import mirror_index
+
+log = logging.getLogger("distgan.data")
+
+# scikit-image's bundled colour photos. Order matters: the last ones are held out for
+# evaluation (data.eval_images), so the natural photos chelsea and coffee come last.
+SAMPLE_FILES = (
+    "astronaut.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "retina.jpg",
+    "rocket.jpg",
+    "chelsea.png",
+    "coffee.png",
+)
+
+
+class NoImagesError(UserError):
+    """The configured source has no usable image."""
+
+
+# ------------------------------------------------------------------ sources
+
+
+@dataclass(frozen=True)
+class Source:
+    """A list of items: file paths, or indices into an in-memory array (cifar100)."""
+
+    name: str
+    paths: tuple[str, ...] = ()
+    array: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.paths) if self.array is None else len(self.array)
+
+    def load(self, i: int, cfg: DataConfig) -> np.ndarray:
+        """Item i as RGB uint8 (raises ImageReadError with the file named)."""
+        if self.array is not None:
+            return self.array[i]
+        rgb, _ = read_image(self.paths[i], cfg.max_megapixels)
+        return to_uint8(rgb)
+
+    def split(self, n_eval: int) -> tuple[Source, Source]:
+        """(train, eval): the last n_eval items are held out."""
+        n = len(self)
+        if n_eval and n <= n_eval:
+            raise NoImagesError(
+                f"source {self.name!r} has {n} image(s): not enough to hold out "
+                f"data.eval_images={n_eval} and still train; add images or lower it"
+            )
+        cut = n - n_eval
+        if self.array is not None:
+            return Source(self.name, (), self.array[:cut]), Source(self.name, (), self.array[cut:])
+        return Source(self.name, self.paths[:cut]), Source(self.name, self.paths[cut:])
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+def _samples_dir() -> Path:
+    import skimage
+
+    return Path(skimage.__file__).parent / "data"
+
+
+def _coco_paths(path: Path) -> list[Path]:
+    if path.is_dir():
+        return list_images(path)
+    if path.suffix.lower() == ".json":
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"{path}: not a readable COCO instances JSON ({e})") from None
+        images = meta.get("images") if isinstance(meta, dict) else None
+        if not isinstance(images, list):
+            raise UserError(f"{path}: no 'images' list; is this a COCO instances file?")
+        here = path.parent
+        out = []
+        for im in images:
+            name = im.get("file_name") if isinstance(im, dict) else None
+            if name:
+                # COCO keeps JSONs in annotations/ beside train2017/; accept both layouts
+                cands = [here / name, here.parent / _coco_split(path) / name]
+                out.append(next((c for c in cands if c.exists()), cands[0]))
+        return out
+    raise UserError(f"coco:{path}: expected an images folder or an instances .json")
+
+
+def _coco_split(json_path: Path) -> str:
+    # instances_train2017.json -> train2017
+    stem = json_path.stem
+    return stem.split("_", 1)[1] if "_" in stem else stem
+
+
+def _cifar100() -> np.ndarray:
+    import keras
+
+    try:
+        (x, _), _ = keras.datasets.cifar100.load_data()
+    except Exception as e:  # no network here: say where Keras looked
+        home = os.environ.get("KERAS_HOME", "~/.keras")
+        raise UserError(
+            f"cifar100 is not available ({type(e).__name__}: {e}); place "
+            f"cifar-100-python.tar.gz under {home}/datasets/ or choose another data.source"
+        ) from None
+    return np.ascontiguousarray(x)
+
+
+def open_source(spec: str) -> Source:
+    """Resolve `data.source` to a Source; errors name the source and what to do."""
+    kind, _, arg = spec.partition(":")
+    if kind == "samples" and not arg:
+        d = _samples_dir()
+        return Source("samples", tuple(str(d / f) for f in SAMPLE_FILES if (d / f).exists()))
+    if kind == "cifar100" and not arg:
+        return Source("cifar100", (), _cifar100())
+    if kind in ("folder", "coco") and arg:
+        path = Path(arg).expanduser()
+        if not path.exists():
+            raise UserError(f"data.source {spec!r}: {path} does not exist")
+        paths = list_images(path) if kind == "folder" else _coco_paths(path)
+        if not paths:
+            raise NoImagesError(f"data.source {spec!r}: no image files found under {path}")
+        return Source(spec, tuple(str(p) for p in paths))
+    raise UserError(
+        f"data.source {spec!r} is not understood; use samples, folder:PATH, coco:PATH or cifar100"
+    )
+
+
+# ---------------------------------------------------------------- transform
+
+
+def fit_to_chunk(img: np.ndarray, chunk: int, small: str) -> np.ndarray | None:
+    """Mirror-pad an image smaller than a chunk (or None to skip it, per `small`)."""
+    h, w = img.shape[:2]
+    if h >= chunk and w >= chunk:
+        return img
+    if small == "skip":
+        return None
+    ys = mirror_index(np.arange(max(h, chunk)), h)
+    xs = mirror_index(np.arange(max(w, chunk)), w)
+    return img[ys][:, xs]
+
+
+def crops_of(img: np.ndarray, chunk: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k random chunk x chunk crops, each randomly flipped/rotated (8 symmetries)."""
+    h, w = img.shape[:2]
+    ys = rng.integers(0, h - chunk + 1, size=k)
+    xs = rng.integers(0, w - chunk + 1, size=k)
+    sym = rng.integers(0, 8, size=k)
+    out = np.empty((k, chunk, chunk, img.shape[2]), img.dtype)
+    for i in range(k):  # k is small; each crop is a view, copied once
+        c = img[ys[i] : ys[i] + chunk, xs[i] : xs[i] + chunk]
+        c = np.rot90(c, sym[i] % 4)
+        out[i] = c[:, ::-1] if sym[i] >= 4 else c
+    return out
+
+
+def noisy_chunks(
+    crops: np.ndarray, cfg: Config, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Noise each uint8 crop with its own random spec -> float32 {clean, noisy, params}."""
+    clean = crops.astype(np.float32) / np.float32(255.0)
+    noisy = np.empty_like(clean)
+    params = np.empty((len(crops), N_PARAMS), np.float32)
+    kinds = []
+    for i in range(len(crops)):
+        spec = sample_spec(cfg.noise, rng)
+        noisy[i], params[i] = add_noise(clean[i], spec, rng)
+        kinds.append("+".join(k for k, _ in spec.parts))
+    return {"clean": clean, "noisy": noisy, "params": params, "kind": np.array(kinds)}
+
+
+# ------------------------------------------------------------- local batches
+
+
+class LocalBatches:
+    """Batches drawn in-process, for `--local` training: batch(step) = f(seed, step).
+
+    Decoded images are kept in a bounded LRU cache, so memory does not grow with the
+    corpus. Unreadable files are skipped with a warning naming them, and counted.
+    """
+
+    def __init__(self, cfg: Config, source: Source, cache_images: int = 256):
+        if len(source) == 0:
+            raise NoImagesError(f"data.source {cfg.data.source!r} has no images")
+        self.cfg = cfg
+        self.source = source
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_images = cache_images
+        self.bad: dict[int, str] = {}
+        self.kinds: Counter = Counter()
+
+    def image(self, i: int) -> np.ndarray | None:
+        if i in self._cache:
+            self._cache.move_to_end(i)
+            return self._cache[i]
+        if i in self.bad:
+            return None
+        try:
+            img = fit_to_chunk(self.source.load(i, self.cfg.data), self.cfg.data.chunk,
+                               self.cfg.data.small_images)
+            if img is None:
+                raise ImageReadError(f"{self._name(i)}: smaller than a {self.cfg.data.chunk} px chunk")
+        except ImageReadError as e:
+            self.bad[i] = str(e)
+            log.warning("skipping %s", e)
+            if len(self.bad) == len(self.source):
+                raise NoImagesError(
+                    f"data.source {self.cfg.data.source!r}: no usable image "
+                    f"({len(self.bad)} skipped; first: {next(iter(self.bad.values()))})"
+                ) from None
+            return None
+        self._cache[i] = img
+        if len(self._cache) > self._cache_images:
+            self._cache.popitem(last=False)
+        return img
+
+    def _name(self, i: int) -> str:
+        return self.source.paths[i] if self.source.paths else f"{self.source.name}[{i}]"
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        d = self.cfg.data
+        rng = np.random.default_rng([self.cfg.run.seed, step, 0xDA7A])
+        parts, have = [], 0
+        while have < d.batch_size:
+            img = self.image(int(rng.integers(len(self.source))))
+            if img is None:
+                continue
+            k = min(d.crops_per_image, d.batch_size - have)
+            parts.append(noisy_chunks(crops_of(img, d.chunk, k, rng), self.cfg, rng))
+            have += k
+        out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+        self.kinds.update(out.pop("kind").tolist())
+        return out
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@dataclass
+class EvalImage:
+    name: str
+    clean: np.ndarray  # float32 H x W x 3
+    noisy: np.ndarray
+    params: np.ndarray
+    spec: str
+
+
+def eval_images(cfg: Config, source: Source) -> list[EvalImage]:
+    """Held-out whole images with fixed, seeded noise (one random spec per image)."""
+    from skimage.transform import resize
+
+    out = []
+    for i in range(len(source)):
+        try:
+            img = source.load(i, cfg.data).astype(np.float32) / 255.0
+        except ImageReadError as e:
+            log.warning("skipping eval image %s", e)
+            continue
+        edge = cfg.data.eval_max_edge
+        h, w = img.shape[:2]
+        if edge and max(h, w) > edge:
+            s = edge / max(h, w)
+            img = resize(img, (max(1, round(h * s)), max(1, round(w * s))), anti_aliasing=True)
+            img = img.astype(np.float32)
+        rng = np.random.default_rng([cfg.run.seed, i, 0xE7A1])
+        spec = sample_spec(cfg.noise, rng)
+        noisy, params = add_noise(img, spec, rng)
+        name = Path(source.paths[i]).name if source.paths else f"{source.name}[{i}]"
+        out.append(EvalImage(name, img, noisy, params, str(spec)))
+    return out
+
+
+def batches_needed(n_samples: int, batch_size: int) -> int:
+    return math.ceil(n_samples / batch_size)

@@ -1,0 +1,332 @@
+"""The training job: `python -m distgan.train` (= `distgan train`).
+
+    --local     one process, no Ray Train: the single-GPU/CPU mode
+    (default)   Ray Train: TensorflowTrainer + MultiWorkerMirroredStrategy, batches from
+                the Ray Data pipeline
+
+Both run the same loop (`fit`) over the same steps (`gan.GANTrainer`). A run folder
+(`run.dir`) holds config.yaml, checkpoints/, samples/, metrics.jsonl and tb/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config, ConfigError, dump_config, load_config, to_dict
+from .errors import UserError
+
+log = logging.getLogger("distgan.train")
+
+
+class TrainingDiverged(UserError):
+    """A NaN or infinite loss: the run stops and the last good checkpoint stays."""
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", default=None, help="YAML config (default: configs/default.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value; repeatable (e.g. --set train.steps=100)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run folder's latest checkpoint, with its config")
+    p.add_argument("--local", action="store_true", help="train in this process, without Ray Train")
+    p.add_argument("--until", type=int, default=None, metavar="STEP",
+                   help="stop after STEP (with a checkpoint), keeping the full run's schedule")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="a seconds-long run of configs/smoke.yaml (plus any --set)")
+
+
+def _default_config_path() -> Path | None:
+    here = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+    return here if here.exists() else None
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    path = args.config
+    if args.smoke_test and not path:
+        path = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
+    cfg = load_config(path or _default_config_path(), args.set)
+    if args.resume:
+        saved = Path(cfg.run.dir) / "config.yaml"
+        if not saved.exists():
+            raise UserError(f"--resume: {saved} not found; nothing to resume in {cfg.run.dir}")
+        resumed = load_config(saved, args.set)
+        if (resumed.model, resumed.data.chunk) != (cfg.model, cfg.data.chunk) and args.config:
+            log.warning("--resume: using the model of %s, not of %s", saved, args.config)
+        cfg = resumed
+    return cfg
+
+
+# ------------------------------------------------------------------ run folder
+
+
+@dataclass
+class RunLog:
+    """Where a run writes: config.yaml, metrics.jsonl, samples/, tb/ (rank 0 only)."""
+
+    cfg: Config
+    enabled: bool = True
+    _tb: object = field(default=None, repr=False)
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.cfg.run.dir)
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        for sub in ("checkpoints", "samples"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        dump_config(self.cfg, self.dir / "config.yaml")
+        if self.cfg.run.tensorboard:
+            import tensorflow as tf
+
+            self._tb = tf.summary.create_file_writer(str(self.dir / "tb"))
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self._tb is None:
+            return
+        import tensorflow as tf
+
+        with self._tb.as_default(step=step):
+            for k, v in values.items():
+                if isinstance(v, int | float) and math.isfinite(v):
+                    tf.summary.scalar(k, v)
+
+    def metrics(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        self.scalars(step, {f"eval/{k}": v for k, v in values.items()})
+
+    def grid(self, step: int, grid: np.ndarray) -> Path | None:
+        if not self.enabled:
+            return None
+        from PIL import Image
+
+        path = self.dir / "samples" / f"step_{step:08d}.png"
+        Image.fromarray(grid).save(path)
+        Image.fromarray(grid).save(self.dir / "samples" / "latest.png")
+        if self._tb is not None:
+            import tensorflow as tf
+
+            with self._tb.as_default(step=step):
+                tf.summary.image("samples", grid[None])
+        return path
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+
+
+# ------------------------------------------------------------------ the loop
+
+
+def eval_tile(cfg: Config) -> tuple[int, int]:
+    """Tile and overlap for whole-image evaluation: the chunk size, a quarter overlapping."""
+    return cfg.data.chunk, cfg.data.chunk // 4
+
+
+def fit(
+    trainer,
+    batches: Iterable[tuple[int, dict]],
+    cfg: Config,
+    runlog: RunLog,
+    evals: list,
+    on_checkpoint: Callable[[int, dict], None] | None = None,
+    is_chief: bool = True,
+    until: int | None = None,
+) -> dict:
+    """Train over (step, batch) pairs; evaluate, log and checkpoint on schedule."""
+    from . import checkpoint
+    from .gan import phase_of, total_steps
+    from .metrics import evaluate, sample_grid
+
+    t = cfg.train
+    total = total_steps(cfg)
+    ckpt_dir = runlog.dir / "checkpoints"
+    infer = trainer.denoise_fn()
+    tile, overlap = eval_tile(cfg)
+    last: dict = {}
+    summary: dict = {}
+    bar = None
+    if is_chief and cfg.run.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=int(trainer.step.numpy()), unit="step", dynamic_ncols=True)
+    seen, t0, wait = 0, time.perf_counter(), 0.0
+
+    def save(reason: str) -> Path:
+        step = int(trainer.step.numpy())
+        path = checkpoint.save(trainer, ckpt_dir, t.keep_checkpoints,
+                               {"phase": phase_of(max(step - 1, 0), cfg), "reason": reason,
+                                "total_steps": total, "losses": last})
+        if on_checkpoint:
+            on_checkpoint(step, {"checkpoint": str(path), **last})
+        return path
+
+    def run_eval(step: int) -> dict:
+        scores, outs = evaluate(infer, evals, tile, overlap)
+        runlog.metrics(step, {**last, **scores})
+        runlog.grid(step, sample_grid(evals, outs))
+        return scores
+
+    try:
+        it: Iterator = iter(batches)
+        while True:
+            tw = time.perf_counter()
+            try:
+                step, batch = next(it)
+            except StopIteration:
+                break
+            wait += time.perf_counter() - tw
+            if step >= total or (until is not None and step >= until):
+                break
+            losses = trainer.train_on(phase_of(step, cfg), batch)
+            bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+            if bad:
+                good = checkpoint.latest(ckpt_dir)
+                raise TrainingDiverged(
+                    f"step {step}: loss became {bad}; stopped. The last good checkpoint stays "
+                    f"at {good or '(none yet)'}; lower train.lr_g/lr_d or train.adv_weight"
+                )
+            last = losses
+            seen += len(batch["clean"])
+            done = step + 1
+            if done % t.log_every == 0 or done == total:
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                runlog.scalars(done, {**{f"train/{k}": v for k, v in losses.items()},
+                                      "train/samples_per_s": rate})
+                if bar is not None:
+                    bar.set_postfix({**{k: f"{v:.4g}" for k, v in losses.items()},
+                                     "samples/s": f"{rate:.0f}"}, refresh=False)
+            if bar is not None:
+                bar.update(1)
+            if done % t.eval_every == 0 or done == total:
+                summary = run_eval(done) if is_chief else summary
+            if done % t.checkpoint_every == 0 or done in (total, until):
+                save("final" if done == total else ("until" if done == until else "schedule"))
+    except KeyboardInterrupt:
+        path = save("interrupted")
+        print(f"\ndistgan: interrupted; checkpoint saved at {path}; continue with --resume",
+              file=sys.stderr)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        runlog.close()
+    elapsed = time.perf_counter() - t0
+    return {"step": int(trainer.step.numpy()), "total_steps": total, **summary,
+            "samples_per_s": seen / max(elapsed, 1e-9),
+            "data_wait_fraction": wait / max(elapsed, 1e-9), "losses": last}
+
+
+# ------------------------------------------------------------------ local mode
+
+
+def build_trainer(cfg: Config, strategy=None):
+    import keras
+
+    from .gan import GANTrainer
+    from .parallel import Placement
+
+    keras.utils.set_random_seed(cfg.run.seed)  # same seed, same initial weights
+
+    placement = Placement.from_config(cfg.parallel)
+    return GANTrainer(cfg, placement, strategy or placement.strategy())
+
+
+def train_local(cfg: Config, resume: bool = False, until: int | None = None) -> dict:
+    """Train in this process: the single-GPU/CPU mode, no Ray."""
+    from . import checkpoint
+    from .data import LocalBatches, eval_images, open_source
+    from .gan import total_steps
+
+    train_src, eval_src = open_source(cfg.data.source).split(cfg.data.eval_images)
+    batches = LocalBatches(cfg, train_src)
+    evals = eval_images(cfg, eval_src)
+    trainer = build_trainer(cfg)
+    ckpt_dir = Path(cfg.run.dir) / "checkpoints"
+    start = 0
+    if resume:
+        found = checkpoint.latest(ckpt_dir)
+        if found is None:
+            raise UserError(f"--resume: no checkpoint in {ckpt_dir}")
+        start = checkpoint.restore(trainer, found)
+        log.info("resumed from %s at step %d", found, start)
+    elif checkpoint.latest(ckpt_dir) is not None:
+        raise UserError(
+            f"{cfg.run.dir} already holds checkpoints; pass --resume to continue, or set "
+            f"run.dir to a new folder"
+        )
+    runlog = RunLog(cfg)
+    runlog.start()
+    stream = ((s, batches.batch(s)) for s in range(start, total_steps(cfg)))
+    summary = fit(trainer, stream, cfg, runlog, evals, until=until)
+    summary["skipped_images"] = len(batches.bad)
+    return summary
+
+
+# ------------------------------------------------------------------ entry
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    cfg = resolve_config(args)
+    if args.local:
+        summary = train_local(cfg, resume=args.resume, until=args.until)
+    else:
+        from .distributed import train_ray
+
+        summary = train_ray(cfg, resume=args.resume, until=args.until)
+    report(cfg, summary)
+    return 0
+
+
+def report(cfg: Config, summary: dict) -> None:
+    run = Path(cfg.run.dir)
+    print(f"run folder:   {run}")
+    print(f"checkpoint:   {_latest_str(run / 'checkpoints')}")
+    print(f"sample grid:  {run / 'samples' / 'latest.png'}")
+    print(f"metrics:      {run / 'metrics.jsonl'}")
+    if "psnr" in summary:
+        print(
+            f"held-out PSNR: denoised {summary['psnr']:.2f} dB vs noisy {summary['psnr_noisy']:.2f} dB"
+            f" (SSIM {summary['ssim']:.3f} vs {summary['ssim_noisy']:.3f})"
+        )
+    print(json.dumps({k: v for k, v in summary.items() if k != "losses"}, default=float))
+
+
+def _latest_str(folder: Path) -> str:
+    from .checkpoint import latest
+
+    found = latest(folder)
+    return str(found) if found else "(none)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m distgan.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except (UserError, ConfigError) as e:
+        print(f"distgan: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
