@@ -243,8 +243,8 @@ def _coerce(value: Any, typ: Any, key: str, where: str) -> Any:
         raise bad("a string")
     if origin is tuple:
         args = typing.get_args(typ)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, str):  # `--set model.gen_strides=1,2` without brackets
+            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             raise bad("a list")
         if len(args) == 2 and args[1] is Ellipsis:
@@ -278,7 +278,10 @@ def _build(cls: type, data: Any, prefix: str, where: str) -> Any:
     for k, v in data.items():
         key = prefix + str(k)
         if k not in names:
-            raise ConfigError(f"{where}: unknown key '{key}'{_suggest(key)}")
+            # A misspelt section: suggest from its first key, e.g. modle.latent -> model.latent
+            probe = f"{key}.{next(iter(v))}" if isinstance(v, dict) and v else key
+            shown = key if probe == key else f"{key}' (in '{probe}"
+            raise ConfigError(f"{where}: unknown key '{shown}'{_suggest(probe)}")
         t = hints[k]
         if dataclasses.is_dataclass(t):
             kwargs[k] = _build(t, v, key + ".", where)

@@ -6,7 +6,6 @@ the result back the same way (bit depth, alpha, grey). EXIF orientation is appli
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,11 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import UserError
+
+# Our own size guard (`max_megapixels`, checked from the header before decoding) replaces
+# Pillow's global one, which would refuse the 100 MP photos the denoiser is meant for.
+Image.MAX_IMAGE_PIXELS = None
+DEFAULT_MAX_MEGAPIXELS = 400.0
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 
@@ -63,7 +67,9 @@ def to_rgb_float(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int, b
     return np.clip(x, 0, 1), alpha, bits, grey
 
 
-def read_image(path: str | Path, max_megapixels: float | None = None) -> tuple[np.ndarray, ImageInfo]:
+def read_image(
+    path: str | Path, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+) -> tuple[np.ndarray, ImageInfo]:
     """Decode `path` to float32 RGB in [0, 1] (EXIF orientation applied)."""
     path = Path(path)
     if not path.exists():
@@ -73,20 +79,15 @@ def read_image(path: str | Path, max_megapixels: float | None = None) -> tuple[n
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = None if max_megapixels is None else int(max_megapixels * 1e6)
-            with Image.open(path) as im:
-                if max_megapixels is not None and im.width * im.height > max_megapixels * 1e6:
-                    raise ImageReadError(
-                        f"{path}: {im.width} x {im.height} is over the {max_megapixels:g} MP limit"
-                    )
-                im = ImageOps.exif_transpose(im)
-                arr = _pil_to_array(im, path)
+        with Image.open(path) as im:
+            if max_megapixels is not None and im.width * im.height > max_megapixels * 1e6:
+                raise ImageReadError(
+                    f"{path}: {im.width} x {im.height} is over the {max_megapixels:g} MP limit"
+                )
+            im = ImageOps.exif_transpose(im)
+            arr = _pil_to_array(im, path)
     except ImageReadError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageReadError(f"{path}: too large ({e})") from None
     except Exception as e:  # PIL raises many types for corrupt files
         raise ImageReadError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     rgb, alpha, bits, grey = to_rgb_float(arr)

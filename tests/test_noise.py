@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+
+from distgan.config import NOISE_KINDS, NoiseConfig
+from distgan.noise import (
+    N_PARAMS, NoiseSpecError, add_noise, parse_spec, params_of, sample_spec,
+)
+
+GREY = np.full((256, 256, 3), 0.5, np.float32)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["gaussian:25", "gaussian:25:unclipped", "poisson:30", "speckle:0.02", "s&p:0.05",
+     "salt:0.02", "pepper:0.02", "camera:1600", "mix:gaussian:15+s&p:0.02",
+     "mix:gaussian:5+poisson:50+speckle:0.01", "random"],
+)
+def test_parse_round_trips(text):
+    spec = parse_spec(text)
+    assert parse_spec(str(spec)) == spec
+
+
+@pytest.mark.parametrize(
+    "text", ["", "gauss:25", "gaussian", "gaussian:-1", "s&p:2", "mix:gaussian:5",
+             "gaussian:5+s&p:0.1", "poisson:0", "mix:a:1+b:2+c:3+d:4"],
+)
+def test_bad_specs_are_clear_errors(text):
+    with pytest.raises(NoiseSpecError, match="accepted|must be|mix"):
+        parse_spec(text)
+
+
+@pytest.mark.parametrize("text", ["gaussian:25", "s&p:0.1", "camera:3200", "random",
+                                  "mix:speckle:0.05+pepper:0.1"])
+def test_same_seed_same_output(text):
+    a = add_noise(GREY, text, np.random.default_rng(7))
+    b = add_noise(GREY, text, np.random.default_rng(7))
+    c = add_noise(GREY, text, np.random.default_rng(8))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_output_types_and_range():
+    for kind in ["gaussian:50", "poisson:3", "speckle:0.2", "camera:25600", "s&p:0.3"]:
+        noisy, params = add_noise(GREY, kind, np.random.default_rng(0))
+        assert noisy.dtype == np.float32 and noisy.shape == GREY.shape
+        assert 0.0 <= noisy.min() and noisy.max() <= 1.0
+        assert params.dtype == np.float32 and params.shape == (N_PARAMS,)
+        assert np.all((params >= 0) & (params <= 1))
+
+
+@pytest.mark.parametrize("sigma", [5, 15, 25, 50])
+def test_gaussian_sigma_recovered_within_3_percent(sigma):
+    # Unclipped, so the mid-grey image sees the full distribution.
+    noisy, _ = add_noise(GREY, f"gaussian:{sigma}:unclipped", np.random.default_rng(1))
+    est = float(np.std(noisy - GREY)) * 255
+    assert abs(est - sigma) / sigma < 0.03
+
+
+def test_unclipped_gaussian_leaves_the_range_clipped_does_not():
+    dark = np.full((64, 64, 3), 0.02, np.float32)
+    un, _ = add_noise(dark, "gaussian:25:unclipped", np.random.default_rng(0))
+    cl, _ = add_noise(dark, "gaussian:25", np.random.default_rng(0))
+    assert un.min() < 0 and cl.min() >= 0
+
+
+@pytest.mark.parametrize("amount", [0.01, 0.05, 0.2])
+def test_salt_and_pepper_fraction_within_10_percent(amount):
+    noisy, _ = add_noise(GREY, f"s&p:{amount}", np.random.default_rng(2))
+    frac = float(np.mean(noisy != GREY))
+    assert abs(frac - amount) / amount < 0.10
+    vals = np.unique(noisy[noisy != GREY])
+    assert set(vals.tolist()) <= {0.0, 1.0}
+
+
+def test_poisson_variance_proportional_to_mean():
+    peak = 40.0
+    ratios = []
+    for level in (0.1, 0.3, 0.6):
+        img = np.full((256, 256, 3), level, np.float32)
+        noisy, _ = add_noise(img, f"poisson:{peak}", np.random.default_rng(3))
+        ratios.append(float(np.var(noisy)) / level)
+    # var(x) = mean / peak for shot noise
+    assert np.allclose(ratios, 1 / peak, rtol=0.05)
+
+
+def test_camera_noise_grows_with_iso_and_is_heteroscedastic():
+    ramp = np.tile(np.linspace(0.05, 0.95, 256, dtype=np.float32)[None, :, None], (256, 1, 3))
+    stds = []
+    for iso in (200, 1600, 12800):
+        noisy, _ = add_noise(ramp, f"camera:{iso}", np.random.default_rng(4))
+        stds.append(float(np.std(noisy - ramp)))
+    assert stds[0] < stds[1] < stds[2]
+    noisy, _ = add_noise(ramp, "camera:6400", np.random.default_rng(4))
+    err = noisy - ramp
+    assert np.std(err[:, :32]) != pytest.approx(np.std(err[:, -32:]), rel=0.1)
+
+
+def test_params_slots_follow_kind_order():
+    p = params_of(parse_spec("mix:gaussian:25+s&p:0.05"))
+    assert p[NOISE_KINDS.index("gaussian")] == pytest.approx(0.25)
+    assert p[NOISE_KINDS.index("s&p")] == pytest.approx(0.05)
+    assert np.count_nonzero(p) == 2
+
+
+def test_sample_spec_stays_in_configured_ranges():
+    cfg = NoiseConfig(kinds=("gaussian", "poisson", "s&p"), mix_prob=0.5,
+                      gaussian_sigma=(10, 20), poisson_peak=(50, 60), amount=(0.01, 0.02))
+    rng = np.random.default_rng(5)
+    sizes = set()
+    for _ in range(300):
+        spec = sample_spec(cfg, rng)
+        sizes.add(len(spec.parts))
+        for kind, level in spec.parts:
+            lo, hi = {"gaussian": (10, 20), "poisson": (50, 60), "s&p": (0.01, 0.02)}[kind]
+            assert lo <= level <= hi
+        assert len({k for k, _ in spec.parts}) == len(spec.parts)
+    assert sizes == {1, 2, 3}
+
+
+def test_integer_images_are_refused():
+    with pytest.raises(TypeError, match="float image"):
+        add_noise(np.zeros((4, 4, 3), np.uint8), "gaussian:5", np.random.default_rng(0))
