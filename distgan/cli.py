@@ -78,6 +78,46 @@ def cmd_noise(args: argparse.Namespace) -> int:
     return 2 if problems else 0
 
 
+def cmd_data_preview(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    from . import data, raysession
+    from .config import load_config
+
+    cfg = load_config(args.config, args.set)
+    source = data.open_source(cfg.data.source)
+    raysession.connect()
+    data.data_resource_limits(cfg)
+    stats = data.make_stats()
+    ds = data.build_dataset(cfg, source, epochs=1, stats=stats)
+    t0 = time.perf_counter()
+    clean, noisy, n = [], [], 0
+    for i, b in enumerate(data.tf_batches(ds, cfg.data.batch_size, cfg.data.shuffle_buffer)):
+        n += len(b["clean"])
+        if len(clean) < 8:
+            clean += list(b["clean"][: 8 - len(clean)])
+            noisy += list(b["noisy"][: 8 - len(noisy)])
+        if i + 1 >= args.batches:
+            break
+    dt = time.perf_counter() - t0
+    import ray
+
+    st = ray.get(stats.get.remote())
+    if n == 0:
+        raise UserError(f"data.source {cfg.data.source!r}: no usable image "
+                        f"({st['skipped']} skipped: {st['skipped_files'][:3]})")
+    pairs = [np.concatenate([c, x], axis=0) for c, x in zip(clean, noisy)]  # clean over noisy
+    grid = np.concatenate(pairs, axis=1)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.rint(np.clip(grid, 0, 1) * 255).astype(np.uint8)).save(args.output)
+    print(json.dumps({"images": st["images"], "skipped": st["skipped"], "chunks": n,
+                      "chunks_per_s": round(n / dt, 1), "noise_kinds": st["noise_kinds"]}))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from . import train
 
@@ -113,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_noise)
 
+    p = sub.add_parser("data", help="inspect the training data pipeline")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    q = dsub.add_parser("preview", help="grid of clean/noisy chunk pairs + throughput JSON")
+    _add_config_args(q)
+    q.add_argument("-o", "--output", required=True, metavar="GRID.png")
+    q.add_argument("--batches", type=int, default=4, metavar="N")
+    q.set_defaults(func=cmd_data_preview)
+
     p = sub.add_parser("train", help="train the GAN (Ray Train, or --local)")
     from .train import add_train_args
 
@@ -121,7 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) unless asked."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

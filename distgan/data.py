@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import zlib
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ import numpy as np
 
 from .config import Config, DataConfig
 from .errors import UserError
-from .imagefile import ImageReadError, list_images, read_image
+from .imagefile import ImageReadError, decode_rgb8, list_images
 from .noise import N_PARAMS, add_noise, sample_spec
 from .tiling import mirror_index
 
@@ -70,8 +71,7 @@ class Source:
         """Item i as RGB uint8 (raises ImageReadError with the file named)."""
         if self.array is not None:
             return self.array[i]
-        rgb, _ = read_image(self.paths[i], cfg.max_megapixels)
-        return to_uint8(rgb)
+        return decode_item({"path": self.paths[i]}, cfg)
 
     def split(self, n_eval: int) -> tuple[Source, Source]:
         """(train, eval): the last n_eval items are held out."""
@@ -85,10 +85,6 @@ class Source:
         if self.array is not None:
             return Source(self.name, (), self.array[:cut]), Source(self.name, (), self.array[cut:])
         return Source(self.name, self.paths[:cut]), Source(self.name, self.paths[cut:])
-
-
-def to_uint8(rgb: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
 def _samples_dir() -> Path:
@@ -190,6 +186,11 @@ def crops_of(img: np.ndarray, chunk: int, k: int, rng: np.random.Generator) -> n
     return out
 
 
+def kind_label(spec) -> str:
+    """'gaussian', or 'mix' for any mix: what the stats count."""
+    return spec.parts[0][0] if len(spec.parts) == 1 else "mix"
+
+
 def noisy_chunks(
     crops: np.ndarray, cfg: Config, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
@@ -201,7 +202,7 @@ def noisy_chunks(
     for i in range(len(crops)):
         spec = sample_spec(cfg.noise, rng)
         noisy[i], params[i] = add_noise(clean[i], spec, rng)
-        kinds.append("+".join(k for k, _ in spec.parts))
+        kinds.append(kind_label(spec))
     return {"clean": clean, "noisy": noisy, "params": params, "kind": np.array(kinds)}
 
 
@@ -306,5 +307,150 @@ def eval_images(cfg: Config, source: Source) -> list[EvalImage]:
     return out
 
 
-def batches_needed(n_samples: int, batch_size: int) -> int:
-    return math.ceil(n_samples / batch_size)
+# ------------------------------------------------------------------ Ray Data
+
+
+def image_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
+    """The generator for one image in one pass: its crops and noise depend on nothing else,
+    so the stream is the same however Ray schedules the work."""
+    return np.random.default_rng([seed, epoch, zlib.crc32(key.encode())])
+
+
+def decode_item(row: dict, cfg: DataConfig) -> np.ndarray:
+    """A pipeline row -> RGB uint8: from file bytes ('bytes'), a path, or an array ('image')."""
+    if "image" in row and row["image"] is not None and np.size(row["image"]):
+        return np.asarray(row["image"], np.uint8)
+    data = row.get("bytes")
+    if data is None:
+        try:
+            data = Path(row["path"]).read_bytes()
+        except OSError as e:
+            raise ImageReadError(f"{row['path']}: cannot be read ({e.strerror})") from None
+    return decode_rgb8(bytes(data), str(row["path"]), cfg.max_megapixels)
+
+
+def chunk_batch(batch: dict[str, np.ndarray], cfg: Config, stats=None) -> dict[str, np.ndarray]:
+    """The pipeline's transform: a batch of images -> a batch of noisy chunk rows.
+
+    Rows in: 'path' and 'epoch' (plus 'bytes' or 'image'). Rows out: clean, noisy (float32
+    chunk x chunk x 3), params (float32), kind (str). Unusable images are skipped with a
+    warning that names them, and reported to `stats` (a DataStats actor) when given.
+    """
+    d = cfg.data
+    parts, skipped, kinds = [], [], Counter()
+    n = len(batch["path"])
+    for i in range(n):
+        row = {k: v[i] for k, v in batch.items()}
+        key = str(row["path"])
+        try:
+            img = fit_to_chunk(decode_item(row, d), d.chunk, d.small_images)
+            if img is None:
+                raise ImageReadError(f"{key}: smaller than a {d.chunk} px chunk (data.small_images=skip)")
+        except ImageReadError as e:
+            log.warning("skipping %s", e)
+            skipped.append(str(e))
+            continue
+        rng = image_rng(cfg.run.seed, int(row.get("epoch", 0)), key)
+        out = noisy_chunks(crops_of(img, d.chunk, d.crops_per_image, rng), cfg, rng)
+        kinds.update(out["kind"].tolist())
+        parts.append(out)
+    if stats is not None:
+        stats.add.remote(n - len(skipped), skipped, dict(kinds))
+    if not parts:
+        c = d.chunk
+        return {"clean": np.zeros((0, c, c, 3), np.float32), "noisy": np.zeros((0, c, c, 3), np.float32),
+                "params": np.zeros((0, N_PARAMS), np.float32), "kind": np.zeros((0,), "<U1")}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _items(source: Source, epochs: int, seed: int) -> list[dict]:
+    """(image, pass) items, each pass in its own seeded order; images themselves are read
+    lazily by the pipeline."""
+    items = []
+    for e in range(epochs):
+        order = np.random.default_rng([seed, e, 0x0DE7]).permutation(len(source))
+        for i in order:
+            if source.array is not None:
+                items.append({"path": f"{source.name}[{i}]", "epoch": e, "index": int(i)})
+            else:
+                items.append({"path": source.paths[i], "epoch": e})
+    return items
+
+
+def data_resource_limits(cfg: Config) -> None:
+    """Cap Ray Data at the CPUs reserved for it, so trainers and data never starve each other."""
+    import ray
+    from ray.data import DataContext
+    from ray.data._internal.execution.interfaces.execution_options import ExecutionResources
+
+    ctx = DataContext.get_current()
+    total = ray.cluster_resources().get("CPU", 1.0) if ray.is_initialized() else None
+    cpus = cfg.scaling.reserved_data_cpus or total
+    ctx.execution_options.resource_limits = ExecutionResources(cpu=cpus)
+    ctx.enable_progress_bars = False
+
+
+def build_dataset(cfg: Config, source: Source, epochs: int = 1, stats=None):
+    """A streaming `ray.data.Dataset` of noisy chunk rows: read -> decode -> crops -> noise.
+
+    `epochs` passes over the images, each with fresh crops and noise. Nothing is
+    materialised: rows are produced as the consumer pulls batches.
+    """
+    import ray
+    from ray.data import TaskPoolStrategy
+
+    if len(source) == 0:
+        raise NoImagesError(f"data.source {cfg.data.source!r} has no images")
+    items = _items(source, epochs, cfg.run.seed)
+    per_block = 4
+    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / per_block)))
+    if source.array is not None:
+        array_ref = ray.put(source.array)
+
+        def attach(batch, arr=array_ref):
+            a = ray.get(arr) if isinstance(arr, ray.ObjectRef) else arr
+            batch["image"] = a[batch["index"]]
+            return batch
+
+        ds = ds.map_batches(attach, batch_format="numpy", compute=TaskPoolStrategy(
+            size=cfg.data.data_workers), num_cpus=min(cfg.data.cpus_per_task, 0.1))
+    return ds.map_batches(
+        chunk_batch,
+        fn_kwargs={"cfg": cfg, "stats": stats},
+        batch_size=per_block,
+        batch_format="numpy",
+        compute=TaskPoolStrategy(size=cfg.data.data_workers),
+        num_cpus=cfg.data.cpus_per_task,
+    )
+
+
+def make_stats():
+    """A small actor that counts images, skipped files (with reasons) and noise kinds."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class DataStats:
+        def __init__(self):
+            self.images, self.skipped, self.kinds = 0, [], Counter()
+
+        def add(self, images: int, skipped: list[str], kinds: dict):
+            self.images += images
+            self.skipped += skipped
+            self.kinds.update(kinds)
+
+        def get(self) -> dict:
+            return {"images": self.images, "skipped": len(self.skipped),
+                    "skipped_files": self.skipped[:20], "noise_kinds": dict(self.kinds)}
+
+    return DataStats.remote()
+
+
+def tf_batches(ds_or_iter, batch_size: int, shuffle_buffer: int, seed: int | None = None):
+    """Numpy batches {clean, noisy, params} from a Dataset or a Train shard, streaming,
+    shuffled through a local buffer."""
+    kw = {"local_shuffle_buffer_size": shuffle_buffer} if shuffle_buffer else {}
+    if shuffle_buffer and seed is not None:
+        kw["local_shuffle_seed"] = seed
+    for b in ds_or_iter.iter_batches(batch_size=batch_size, batch_format="numpy",
+                                     drop_last=True, **kw):
+        yield {k: b[k] for k in ("clean", "noisy", "params")}

@@ -6,6 +6,7 @@ the result back the same way (bit depth, alpha, grey). EXIF orientation is appli
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,25 +77,62 @@ def read_image(
         raise ImageReadError(f"{path}: no such file")
     if path.is_dir():
         raise ImageReadError(f"{path}: is a folder, not an image")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: empty file (0 bytes)")
     try:
-        with Image.open(path) as im:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot be read ({e.strerror})") from None
+    return decode_image(data, str(path), max_megapixels)
+
+
+def decode_image(
+    data: bytes, name: str, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+) -> tuple[np.ndarray, ImageInfo]:
+    """Decode an encoded image held in memory; `name` (its path) is used for the format
+    and in error messages."""
+    if len(data) == 0:
+        raise ImageReadError(f"{name}: empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
             if max_megapixels is not None and im.width * im.height > max_megapixels * 1e6:
                 raise ImageReadError(
-                    f"{path}: {im.width} x {im.height} is over the {max_megapixels:g} MP limit"
+                    f"{name}: {im.width} x {im.height} is over the {max_megapixels:g} MP limit"
                 )
             im = ImageOps.exif_transpose(im)
-            arr = _pil_to_array(im, path)
+            arr = _pil_to_array(im, data, Path(name).suffix.lower())
     except ImageReadError:
         raise
     except Exception as e:  # PIL raises many types for corrupt files
-        raise ImageReadError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+        raise ImageReadError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
     rgb, alpha, bits, grey = to_rgb_float(arr)
-    return rgb, ImageInfo(str(path), bits, grey, alpha, str(arr.dtype))
+    return rgb, ImageInfo(name, bits, grey, alpha, str(arr.dtype))
 
 
-def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
+def decode_rgb8(
+    data: bytes, name: str, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+) -> np.ndarray:
+    """Decode straight to RGB uint8 (the training pipeline's fast path): 8-bit RGB files
+    skip the float round trip; anything else goes through `decode_image`."""
+    if len(data) == 0:
+        raise ImageReadError(f"{name}: empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if max_megapixels is not None and im.width * im.height > max_megapixels * 1e6:
+                raise ImageReadError(
+                    f"{name}: {im.width} x {im.height} is over the {max_megapixels:g} MP limit"
+                )
+            if im.mode == "RGB" and im.format in ("JPEG", "PNG", "WEBP", "BMP"):
+                im = ImageOps.exif_transpose(im)
+                im.load()
+                return np.asarray(im)
+    except ImageReadError:
+        raise
+    except Exception as e:
+        raise ImageReadError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
+    rgb, _ = decode_image(data, name, max_megapixels)
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+def _pil_to_array(im: Image.Image, data: bytes, suffix: str) -> np.ndarray:
     im.load()  # forces a full decode, so truncated files fail here
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
@@ -106,36 +144,22 @@ def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
         return np.asarray(im, np.float32)
     if mode in ("P", "PA"):
         im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
-    elif mode in ("1", "L", "LA", "RGB", "RGBA"):
-        pass
-    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"):
-        im = im.convert("RGBA" if mode in ("RGBa",) else "RGB")
-    else:
-        im = im.convert("RGB")
+    elif mode not in ("1", "L", "LA", "RGB", "RGBA"):
+        im = im.convert("RGBA" if mode == "RGBa" else "RGB")
     arr = np.asarray(im)
-    if arr.dtype == np.uint8 and path.suffix.lower() == ".png" and _png_bit_depth(path) == 16:
-        return _read_png16(path)  # Pillow narrows 16-bit RGB(A) PNG to 8 bits
-    if arr.dtype == np.uint8 and path.suffix.lower() in (".tif", ".tiff"):
+    # Pillow narrows 16-bit RGB(A) to 8 bits: read those with pypng / tifffile instead.
+    if arr.dtype == np.uint8 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[24] == 16:
+        import png
+
+        w, h, rows, _ = png.Reader(bytes=data).asDirect()
+        return np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(h, w, -1)
+    if arr.dtype == np.uint8 and suffix in (".tif", ".tiff"):
         import tifffile
 
-        full = tifffile.imread(path)
+        full = tifffile.imread(io.BytesIO(data))
         if full.dtype == np.uint16:
             return full
     return arr
-
-
-def _png_bit_depth(path: Path) -> int:
-    with open(path, "rb") as f:
-        head = f.read(26)
-    # IHDR is the first chunk: bit depth is byte 24
-    return head[24] if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 else 8
-
-
-def _read_png16(path: Path) -> np.ndarray:
-    import png
-
-    w, h, rows, _ = png.Reader(filename=str(path)).asDirect()
-    return np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(h, w, -1)
 
 
 def _write_png16(path: Path, arr: np.ndarray) -> None:

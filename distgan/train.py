@@ -143,9 +143,10 @@ def fit(
     cfg: Config,
     runlog: RunLog,
     evals: list,
-    on_checkpoint: Callable[[int, dict], None] | None = None,
+    on_checkpoint: Callable[[int, Path, dict], None] | None = None,
     is_chief: bool = True,
     until: int | None = None,
+    ckpt_dir: Path | None = None,
 ) -> dict:
     """Train over (step, batch) pairs; evaluate, log and checkpoint on schedule."""
     from . import checkpoint
@@ -154,7 +155,7 @@ def fit(
 
     t = cfg.train
     total = total_steps(cfg)
-    ckpt_dir = runlog.dir / "checkpoints"
+    ckpt_dir = ckpt_dir or runlog.dir / "checkpoints"
     infer = trainer.denoise_fn()
     tile, overlap = eval_tile(cfg)
     last: dict = {}
@@ -172,7 +173,7 @@ def fit(
                                {"phase": phase_of(max(step - 1, 0), cfg), "reason": reason,
                                 "total_steps": total, "losses": last})
         if on_checkpoint:
-            on_checkpoint(step, {"checkpoint": str(path), **last})
+            on_checkpoint(step, path, {"step": step, **last, **summary})
         return path
 
     def run_eval(step: int) -> dict:
@@ -225,6 +226,8 @@ def fit(
         if bar is not None:
             bar.close()
         runlog.close()
+    if not summary and is_chief:  # nothing evaluated in this call (e.g. resumed a finished run)
+        summary, _ = evaluate(infer, evals, tile, overlap)
     elapsed = time.perf_counter() - t0
     return {"step": int(trainer.step.numpy()), "total_steps": total, **summary,
             "samples_per_s": seen / max(elapsed, 1e-9),
@@ -277,6 +280,117 @@ def train_local(cfg: Config, resume: bool = False, until: int | None = None) -> 
     return summary
 
 
+# ------------------------------------------------------------------ Ray Train
+
+
+def worker_loop(config: dict) -> None:
+    """One Ray Train worker: MultiWorkerMirroredStrategy over all workers, batches from
+    this worker's shard of the Ray Data stream, checkpoints reported by rank 0."""
+    import tempfile
+
+    import keras
+    import ray.train
+    import tensorflow as tf
+
+    from . import checkpoint
+    from .config import from_dict
+    from .data import eval_images, open_source, tf_batches
+    from .gan import total_steps
+
+    # Ray sets TF_USE_LEGACY_KERAS=1 in workers; distgan imports Keras 3 by name, so the
+    # models are the same objects as in local mode. Fail loudly if that ever changes.
+    assert keras.__version__.startswith("3."), f"expected Keras 3, got {keras.__version__}"
+    cfg = from_dict(config["cfg"], "<ray worker>")
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    trainer = build_trainer(cfg, strategy)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    start = 0
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as d:
+            start = checkpoint.restore(trainer, d)
+    chief = rank == 0
+    local_dir = None if chief else Path(tempfile.mkdtemp(prefix=f"distgan-rank{rank}-"))
+    runlog = RunLog(cfg, enabled=chief)
+    if chief:
+        runlog.start()
+    evals = eval_images(cfg, open_source(cfg.data.source).split(cfg.data.eval_images)[1]) \
+        if chief else []
+    shard = ray.train.get_dataset_shard("train")
+    stream = zip(range(start, total_steps(cfg)),
+                 tf_batches(shard, cfg.data.batch_size, cfg.data.shuffle_buffer))
+
+    def on_checkpoint(step: int, path: Path, metrics: dict) -> None:
+        metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        metrics["world_size"] = world
+        if chief:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(path)))
+        else:
+            ray.train.report(metrics)  # every rank reports: report is a barrier
+
+    fit(trainer, stream, cfg, runlog, evals, on_checkpoint, is_chief=chief,
+        until=config.get("until"), ckpt_dir=local_dir / "checkpoints" if local_dir else None)
+
+
+def train_ray(cfg: Config, resume: bool = False, until: int | None = None) -> dict:
+    """Data-parallel training on Ray Train: TensorflowTrainer + MultiWorkerMirroredStrategy."""
+    import ray.train
+    from ray.train.tensorflow import TensorflowTrainer
+
+    from . import raysession
+    from .data import build_dataset, data_resource_limits, open_source
+    from .gan import total_steps
+
+    # Workers may run elsewhere (a job's working dir, another node): make paths absolute.
+    run_dir = Path(cfg.run.dir).resolve()
+    storage = cfg.scaling.storage_path or str(run_dir / "ray")
+    if "://" not in storage:
+        storage = str(Path(storage).resolve())
+    cfg = cfg.replace(run={"dir": str(run_dir)}, scaling={"storage_path": storage})
+    if not resume and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
+        raise UserError(f"{run_dir} already holds checkpoints; pass --resume to continue, or set "
+                        f"run.dir to a new folder")
+    train_src, _ = open_source(cfg.data.source).split(cfg.data.eval_images)
+    raysession.connect()
+    data_resource_limits(cfg)
+    s = cfg.scaling
+    per_pass = len(train_src) * cfg.data.crops_per_image
+    needed = total_steps(cfg) * cfg.data.batch_size * s.num_workers
+    epochs = max(1, math.ceil(needed / max(per_pass, 1)) + 1)
+    dataset = build_dataset(cfg, train_src, epochs=epochs)
+    resources = {"CPU": s.cpus_per_worker}
+    if s.use_gpu:
+        resources["GPU"] = s.gpus_per_worker or 1
+    run_config = ray.train.RunConfig(
+        name=cfg.run.name,
+        storage_path=storage,
+        failure_config=ray.train.FailureConfig(max_failures=s.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+    )
+    trainer = TensorflowTrainer(
+        worker_loop,
+        train_loop_config={"cfg": to_dict(cfg), "until": until},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
+        run_config=run_config,
+        datasets={"train": dataset},
+    )
+    if resume:
+        log.info("resuming from the latest checkpoint in %s", Path(storage) / cfg.run.name)
+    elif (Path(storage) / cfg.run.name).exists() and "://" not in storage:
+        # Ray Train resumes a run of the same name by itself; a fresh run must not.
+        import shutil
+
+        shutil.rmtree(Path(storage) / cfg.run.name)
+    result = trainer.fit()
+    if result.error:
+        raise UserError(f"Ray Train run failed: {result.error}")
+    summary = dict(result.metrics or {})
+    summary["checkpoint"] = result.checkpoint.path if result.checkpoint else None
+    return summary
+
+
 # ------------------------------------------------------------------ entry
 
 
@@ -285,8 +399,6 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.local:
         summary = train_local(cfg, resume=args.resume, until=args.until)
     else:
-        from .distributed import train_ray
-
         summary = train_ray(cfg, resume=args.resume, until=args.until)
     report(cfg, summary)
     return 0
@@ -314,6 +426,9 @@ def _latest_str(folder: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .cli import quiet_tensorflow
+
+    quiet_tensorflow()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m distgan.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
