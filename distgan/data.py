@@ -122,18 +122,45 @@ def _coco_split(json_path: Path) -> str:
     return stem.split("_", 1)[1] if "_" in stem else stem
 
 
-def _cifar100() -> np.ndarray:
-    import keras
+def _keras_datasets_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "datasets"
 
+
+def _cifar100() -> np.ndarray:
+    """CIFAR-100 train images (50000 x 32 x 32 x 3 uint8) in Keras' cache layout.
+
+    Uses the extracted cache, or a `cifar-100-python.tar.gz` placed in
+    $KERAS_HOME/datasets by hand (machines without network), and only otherwise asks
+    `keras.datasets.cifar100.load_data()` to download. Batches are parsed by Keras' own
+    `load_batch`.
+    """
+    import tarfile
+
+    import keras
+    from keras.src.datasets.cifar import load_batch
+
+    root = _keras_datasets_dir()
+    extracted = root / "cifar-100-python-target" / "cifar-100-python"
+    archive = root / "cifar-100-python.tar.gz"
+    if not (extracted / "train").exists() and archive.exists():
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(extracted.parent, filter="data")
+        except (tarfile.TarError, OSError) as e:
+            raise UserError(f"{archive}: not a readable CIFAR-100 archive ({e})") from None
+    if not (extracted / "train").exists():
+        try:
+            keras.datasets.cifar100.load_data()
+        except Exception as e:  # no network: say where to put the file
+            raise UserError(
+                f"cifar100 is not available ({type(e).__name__}: {str(e)[:200]}); place "
+                f"cifar-100-python.tar.gz in {root} or choose another data.source"
+            ) from None
     try:
-        (x, _), _ = keras.datasets.cifar100.load_data()
-    except Exception as e:  # no network here: say where Keras looked
-        home = os.environ.get("KERAS_HOME", "~/.keras")
-        raise UserError(
-            f"cifar100 is not available ({type(e).__name__}: {e}); place "
-            f"cifar-100-python.tar.gz under {home}/datasets/ or choose another data.source"
-        ) from None
-    return np.ascontiguousarray(x)
+        x, _ = load_batch(str(extracted / "train"), label_key="fine_labels")
+    except Exception as e:
+        raise UserError(f"{extracted / 'train'}: not a CIFAR-100 batch file ({e})") from None
+    return np.ascontiguousarray(np.asarray(x, np.uint8).transpose(0, 2, 3, 1))
 
 
 def open_source(spec: str) -> Source:

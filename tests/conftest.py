@@ -35,3 +35,15 @@ def photo_dir(tmp_path: Path) -> Path:
         arr = np.clip(img * 255, 0, 255).astype(np.uint8)
         Image.fromarray(arr).save(d / (f"img{i}.png" if i % 2 else f"img{i}.jpg"))
     return d
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster on 127.0.0.1 with this machine's 2 CPUs, shared by tests."""
+    import ray
+
+    from distgan import raysession
+
+    raysession.connect(num_cpus=2)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,222 @@
+import json
+import pickle
+import tarfile
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from distgan.config import load_config
+from distgan.data import (
+    LocalBatches, NoImagesError, Source, build_dataset, chunk_batch, crops_of, eval_images,
+    fit_to_chunk, noisy_chunks, open_source, tf_batches,
+)
+from distgan.errors import UserError
+from distgan.noise import N_PARAMS
+
+from .conftest import ROOT
+
+
+def _cfg(*sets):
+    return load_config(ROOT / "configs" / "smoke.yaml", list(sets))
+
+
+# ---------------------------------------------------------------- eager transform
+
+
+def test_crops_are_random_windows_of_the_image_and_seeded():
+    img = np.arange(100 * 120 * 3, dtype=np.uint32).reshape(100, 120, 3).astype(np.uint8)
+    a = crops_of(img, 32, 6, np.random.default_rng(1))
+    b = crops_of(img, 32, 6, np.random.default_rng(1))
+    assert a.shape == (6, 32, 32, 3) and np.array_equal(a, b)
+    assert not np.array_equal(a, crops_of(img, 32, 6, np.random.default_rng(2)))
+
+
+def test_small_images_are_padded_or_skipped():
+    img = np.zeros((10, 50, 3), np.uint8)
+    assert fit_to_chunk(img, 32, "pad").shape == (32, 50, 3)
+    assert fit_to_chunk(img, 32, "skip") is None
+    assert fit_to_chunk(np.zeros((1, 1, 3), np.uint8), 64, "pad").shape == (64, 64, 3)
+
+
+def test_noisy_chunks_rows():
+    crops = np.full((5, 32, 32, 3), 128, np.uint8)
+    out = noisy_chunks(crops, _cfg(), np.random.default_rng(0))
+    assert out["clean"].dtype == out["noisy"].dtype == np.float32
+    assert out["clean"].shape == out["noisy"].shape == (5, 32, 32, 3)
+    assert out["params"].shape == (5, N_PARAMS) and len(out["kind"]) == 5
+    assert not np.array_equal(out["clean"], out["noisy"])
+
+
+def test_local_batches_are_a_function_of_seed_and_step():
+    cfg = _cfg()
+    src, _ = open_source("samples").split(1)
+    a, b = LocalBatches(cfg, src), LocalBatches(cfg, src)
+    assert all(np.array_equal(a.batch(3)[k], b.batch(3)[k]) for k in ("clean", "noisy", "params"))
+    assert not np.array_equal(a.batch(3)["clean"], a.batch(4)["clean"])
+    assert a.batch(0)["clean"].shape == (cfg.data.batch_size, 32, 32, 3)
+
+
+# ---------------------------------------------------------------- sources
+
+
+def _write_mixed_folder(d):
+    (d / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (80, 90, 3), dtype=np.uint8)).save(d / "rgb.jpg")
+    Image.fromarray(rng.integers(0, 255, (70, 64), dtype=np.uint8)).save(d / "sub" / "grey.png")
+    Image.fromarray(rng.integers(0, 255, (64, 70, 4), dtype=np.uint8)).save(d / "sub" / "rgba.png")
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).convert(
+        "P", palette=Image.Palette.ADAPTIVE).save(d / "pal.png")
+    Image.fromarray((rng.integers(0, 65535, (66, 66), dtype=np.uint16))).save(d / "g16.png")
+    Image.fromarray(rng.integers(0, 255, (40, 200, 3), dtype=np.uint8)).save(d / "thin.png")
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "notes.png").write_text("not an image")
+    data = (d / "rgb.jpg").read_bytes()
+    (d / "trunc.jpg").write_bytes(data[: len(data) // 3])
+    return 6, 3  # usable, bad
+
+
+def test_folder_source_decodes_every_kind_to_rgb_and_skips_bad(tmp_path):
+    good, bad = _write_mixed_folder(tmp_path / "imgs")
+    cfg = _cfg(f"data.source=folder:{tmp_path / 'imgs'}", "data.batch_size=64",
+               "data.crops_per_image=4", "data.chunk=48")
+    src = open_source(cfg.data.source)
+    assert len(src) == good + bad
+    lb = LocalBatches(cfg, src)
+    for s in range(8):
+        b = lb.batch(s)
+        assert b["clean"].shape == (64, 48, 48, 3)
+    assert set(lb.bad) and all(("empty" in r or "not a readable" in r) for r in lb.bad.values())
+    assert len(lb.bad) == bad
+
+
+def test_small_image_skip_is_counted(tmp_path):
+    d = tmp_path / "s"
+    d.mkdir()
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(d / "tiny.png")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(d / "ok.png")
+    cfg = _cfg(f"data.source=folder:{d}", "data.small_images=skip")
+    lb = LocalBatches(cfg, open_source(cfg.data.source))
+    lb.batch(0)
+    assert [r for r in lb.bad.values() if "smaller than" in r]
+
+
+def test_no_usable_image_is_a_clear_error(tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "a.png").write_text("x")
+    (d / "b.jpg").write_bytes(b"")
+    cfg = _cfg(f"data.source=folder:{d}")
+    with pytest.raises(NoImagesError, match="no usable image"):
+        LocalBatches(cfg, open_source(cfg.data.source)).batch(0)
+    with pytest.raises(UserError, match="does not exist"):
+        open_source(f"folder:{tmp_path / 'missing'}")
+    (tmp_path / "none").mkdir()
+    with pytest.raises(NoImagesError, match="no image files"):
+        open_source(f"folder:{tmp_path / 'none'}")
+    with pytest.raises(UserError, match="not understood"):
+        open_source("imagenet")
+
+
+def test_coco_folder_and_instances_json(tmp_path):
+    imgs = tmp_path / "coco" / "train2017"
+    imgs.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((40, 40, 3), i * 50, np.uint8)).save(imgs / f"{i:012d}.jpg")
+    ann = tmp_path / "coco" / "annotations"
+    ann.mkdir()
+    meta = {"images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in (0, 2)], "annotations": []}
+    (ann / "instances_train2017.json").write_text(json.dumps(meta))
+    assert len(open_source(f"coco:{imgs}")) == 3
+    src = open_source(f"coco:{ann / 'instances_train2017.json'}")
+    assert [p.rsplit("/", 1)[-1] for p in src.paths] == ["000000000000.jpg", "000000000002.jpg"]
+    assert src.load(1, _cfg().data)[0, 0].tolist() == [100, 100, 100]
+
+
+def test_cifar100_through_keras_cache_layout(tmp_path, monkeypatch):
+    # A tiny archive in CIFAR-100's real format, where Keras keeps its datasets.
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (5, 3 * 32 * 32), dtype=np.uint8)
+    build = tmp_path / "build" / "cifar-100-python"
+    build.mkdir(parents=True)
+    for name in ("train", "test"):
+        with open(build / name, "wb") as f:
+            pickle.dump({b"data": x, b"fine_labels": list(range(5)),
+                         b"coarse_labels": [0] * 5}, f)
+    home = tmp_path / "keras"
+    (home / "datasets").mkdir(parents=True)
+    with tarfile.open(home / "datasets" / "cifar-100-python.tar.gz", "w:gz") as tar:
+        tar.add(build, arcname="cifar-100-python")
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    src = open_source("cifar100")
+    assert len(src) == 5 and src.array.shape == (5, 32, 32, 3)
+    assert np.array_equal(src.array[0], x[0].reshape(3, 32, 32).transpose(1, 2, 0))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
+    with pytest.raises(UserError, match="cifar-100-python.tar.gz"):
+        open_source("cifar100")
+
+
+def test_eval_images_are_fixed_and_resized():
+    cfg = _cfg("data.eval_max_edge=100")
+    _, ev = open_source("samples").split(2)
+    a, b = eval_images(cfg, ev), eval_images(cfg, ev)
+    assert len(a) == 2 and max(a[0].clean.shape[:2]) == 100
+    assert np.array_equal(a[1].noisy, b[1].noisy) and a[1].spec == b[1].spec
+
+
+def test_holding_out_every_image_is_refused():
+    with pytest.raises(NoImagesError, match="hold out"):
+        Source("x", ("a", "b")).split(2)
+
+
+# ---------------------------------------------------------------- in the pipeline
+
+
+def test_transform_is_the_same_eagerly_and_in_ray_data(ray_cluster, tmp_path):
+    cfg = _cfg("data.crops_per_image=3", "data.data_workers=1")
+    src, _ = open_source("samples").split(1)
+    eager = chunk_batch({"path": np.array(src.paths), "epoch": np.zeros(len(src), int)}, cfg)
+    ds = build_dataset(cfg, src, epochs=1)
+    rows = ds.take_all()
+    assert len(rows) == len(eager["clean"]) == 3 * len(src)
+    # Same (image, pass) -> same chunks, whatever order Ray ran them in.
+    key = lambda a: a.tobytes()  # noqa: E731
+    assert sorted(map(key, eager["noisy"])) == sorted(key(r["noisy"]) for r in rows)
+
+
+def test_pipeline_streams_skips_bad_files_and_counts_them(ray_cluster, tmp_path):
+    from distgan.data import data_resource_limits, make_stats
+
+    good, bad = _write_mixed_folder(tmp_path / "imgs")
+    cfg = _cfg(f"data.source=folder:{tmp_path / 'imgs'}", "data.crops_per_image=2",
+               "data.chunk=48")
+    data_resource_limits(cfg)
+    stats = make_stats()
+    ds = build_dataset(cfg, open_source(cfg.data.source), epochs=2, stats=stats)
+    n = sum(len(b["clean"]) for b in tf_batches(ds, 4, 8))
+    assert n == 2 * 2 * good
+    st = ray_cluster.get(stats.get.remote())
+    assert st["images"] == 2 * good and st["skipped"] == 2 * bad
+    assert any("trunc.jpg" in r for r in st["skipped_files"])
+    assert sum(st["noise_kinds"].values()) == n
+
+
+def test_passes_get_fresh_crops(ray_cluster):
+    cfg = _cfg("data.crops_per_image=2")
+    src = Source("samples", open_source("samples").paths[:1])
+    rows = build_dataset(cfg, src, epochs=2).take_all()
+    assert len(rows) == 4 and not np.array_equal(rows[0]["clean"], rows[2]["clean"])
+
+
+def test_preview_command(ray_cluster, tmp_path):
+    from .conftest import run_cli
+
+    r = run_cli("data", "preview", "--config", str(ROOT / "configs" / "smoke.yaml"),
+                "-o", str(tmp_path / "grid.png"), "--batches", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["chunks"] == 16 and out["skipped"] == 0 and out["chunks_per_s"] > 0
+    assert sum(Counter(out["noise_kinds"]).values()) >= 16
+    assert Image.open(tmp_path / "grid.png").size == (8 * 32, 2 * 32)
