@@ -101,7 +101,11 @@ def build_decoder(cfg: ModelConfig, chunk: int) -> keras.Model:
         if cfg.skips and i > 0:
             x = layers.Concatenate(name=f"skip_cat{i - 1}")([x, skip_in[i - 1]])
     if cfg.residual:
-        noise = layers.Conv2DTranspose(3, cfg.gen_kernel, padding="same", name="noise_out")(x)
+        # Zero-initialised: the generator starts as the identity, so training can only
+        # improve on the noisy input instead of first having to learn to copy it.
+        noise = layers.Conv2DTranspose(
+            3, cfg.gen_kernel, padding="same", kernel_initializer="zeros", name="noise_out"
+        )(x)
         out = SubtractClip(name="denoised")(noisy, noise)
     else:
         out = layers.Conv2DTranspose(
