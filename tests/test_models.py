@@ -34,10 +34,17 @@ def test_fully_convolutional_generator_takes_any_tile_size():
 def test_conditioning_changes_the_output_only_when_on():
     x = np.random.default_rng(1).random((1, 32, 32, 3)).astype(np.float32)
     p0, p1 = np.zeros((1, N_PARAMS), np.float32), np.full((1, N_PARAMS), 0.5, np.float32)
-    on = build_generator(SMALL, 32)
+    plain = SMALL.__class__(**{**SMALL.__dict__, "residual": False})
+    on = build_generator(plain, 32)
     assert not np.allclose(on([x, p0]), on([x, p1]))
-    off = build_generator(SMALL.__class__(**{**SMALL.__dict__, "condition": False}), 32)
+    off = build_generator(plain.__class__(**{**plain.__dict__, "condition": False}), 32)
     assert np.allclose(off([x, p0]), off([x, p1]))
+
+
+def test_residual_generator_starts_as_the_identity():
+    x = np.random.default_rng(3).random((2, 48, 48, 3)).astype(np.float32)
+    y = build_generator(SMALL, 48)([x, np.full((2, N_PARAMS), 0.3, np.float32)])
+    assert np.array_equal(np.asarray(y), x)
 
 
 def _convs(model):
