@@ -100,7 +100,8 @@ class GANTrainer:
             [tf.cast(self.cfg.run.seed, tf.int64) * 1009 + salt,
              self.step * 64 + tf.cast(replica, tf.int64)]
         )
-        return tf.random.stateless_uniform((n, 1), seed=seed)
+        # Philox pinned: "auto_select" may pick another algorithm under XLA.
+        return tf.random.stateless_uniform((n, 1), seed=seed, alg="philox")
 
     # ---------------------------------------------------------------- steps
 
