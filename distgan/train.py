@@ -333,6 +333,28 @@ def worker_loop(config: dict) -> None:
         until=config.get("until"), ckpt_dir=local_dir / "checkpoints" if local_dir else None)
 
 
+def check_cpu_budget(cfg: Config) -> None:
+    """Trainers must leave `scaling.reserved_data_cpus` for Ray Data, or the data stage
+    waits for ever. On a fixed cluster that is an error; on one that may autoscale, a warning."""
+    import os
+
+    import ray
+
+    s = cfg.scaling
+    total = ray.cluster_resources().get("CPU", 0.0)
+    trainers = s.num_workers * s.cpus_per_worker
+    if trainers + s.reserved_data_cpus <= total + 1e-9:
+        return
+    msg = (f"scaling: {s.num_workers} worker(s) x {s.cpus_per_worker:g} CPU leave "
+           f"{max(total - trainers, 0):g} of the cluster's {total:g} CPUs for Ray Data, which "
+           f"needs scaling.reserved_data_cpus={s.reserved_data_cpus:g}; lower "
+           f"scaling.cpus_per_worker or scaling.num_workers")
+    if os.environ.get("RAY_ADDRESS"):
+        log.warning("%s (continuing: the cluster may autoscale)", msg)
+    else:
+        raise UserError(msg)
+
+
 def train_ray(cfg: Config, resume: bool = False, until: int | None = None) -> dict:
     """Data-parallel training on Ray Train: TensorflowTrainer + MultiWorkerMirroredStrategy."""
     import ray.train
@@ -353,8 +375,9 @@ def train_ray(cfg: Config, resume: bool = False, until: int | None = None) -> di
                         f"run.dir to a new folder")
     train_src, _ = open_source(cfg.data.source).split(cfg.data.eval_images)
     raysession.connect()
-    data_resource_limits(cfg)
     s = cfg.scaling
+    check_cpu_budget(cfg)
+    data_resource_limits(cfg)
     per_pass = len(train_src) * cfg.data.crops_per_image
     needed = total_steps(cfg) * cfg.data.batch_size * s.num_workers
     epochs = max(1, math.ceil(needed / max(per_pass, 1)) + 1)

@@ -37,9 +37,9 @@ def photo_dir(tmp_path: Path) -> Path:
     return d
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """A real local Ray cluster on 127.0.0.1 with this machine's 2 CPUs, shared by tests."""
+    """A real local Ray cluster on 127.0.0.1 with this machine's 2 CPUs, for one test module."""
     import ray
 
     from distgan import raysession
