@@ -118,6 +118,104 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _denoise_targets(args, files: list[Path]) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: -o is a file for one input with an image suffix, else a folder.
+    An output that is its own input is refused unless --overwrite."""
+    from .imagefile import IMAGE_SUFFIXES
+
+    out = Path(args.output)
+    single = len(files) == 1 and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
+    pairs = [(f, out if single else out / f.name) for f in files]
+    for src, dst in pairs:
+        if dst.resolve() == src.resolve() and not args.overwrite:
+            raise UserError(f"{dst}: would overwrite its input; choose another -o, or pass "
+                            f"--overwrite")
+    return pairs
+
+
+def _denoise_one(den, src: Path, dst: Path, args) -> dict:
+    import time
+
+    from .denoise import denoise_array
+    from .imagefile import read_native, write_native
+
+    t0 = time.perf_counter()
+    rgb, info = read_native(src, max_megapixels=args.max_megapixels)
+    out = denoise_array(den, rgb, args.strength, args.noise_level, args.tile, args.overlap)
+    write_native(dst, out, info)
+    mp = rgb.shape[0] * rgb.shape[1] / 1e6
+    dt = time.perf_counter() - t0
+    return {"input": str(src), "output": str(dst), "megapixels": round(mp, 3),
+            "seconds": round(dt, 3), "s_per_mp": round(dt / max(mp, 1e-9), 3)}
+
+
+def cmd_denoise(args: argparse.Namespace) -> int:
+    from .denoise import load_denoiser
+
+    files, problems = expand_inputs(args.inputs)
+    pairs = _denoise_targets(args, files)
+    den = load_denoiser(args.model)
+    if args.ray:
+        results = _denoise_on_ray(args, pairs)
+    else:
+        results = []
+        for src, dst in pairs:
+            try:
+                results.append(_denoise_one(den, src, dst, args))
+            except UserError as e:
+                results.append({"input": str(src), "error": str(e)})
+    for r in results:
+        if "error" in r:
+            problems.append(r["error"])
+        else:
+            print(json.dumps(r))
+    for p in problems:
+        print(f"distgan: failed: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _denoise_on_ray(args, pairs: list[tuple[Path, Path]]) -> list[dict]:
+    """A folder across the Ray cluster: Ray Data map_batches over an actor pool, each actor
+    holding the model once."""
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    from . import raysession
+
+    raysession.connect()
+
+    class DenoiseActor:
+        def __init__(self, opts: dict):
+            from .denoise import load_denoiser
+
+            self.opts = argparse.Namespace(**opts)
+            self.den = load_denoiser(self.opts.model)
+
+        def __call__(self, batch: dict) -> dict:
+            rows = []
+            for src, dst in zip(batch["input"], batch["output"]):
+                try:
+                    rows.append(_denoise_one(self.den, Path(src), Path(dst), self.opts))
+                except UserError as e:
+                    rows.append({"input": str(src), "error": str(e)})
+            return {"result": [json.dumps(r) for r in rows]}
+
+    opts = {k: getattr(args, k) for k in ("model", "strength", "noise_level", "tile",
+                                          "overlap", "max_megapixels")}
+    items = [{"input": str(a.resolve()), "output": str(b.resolve())} for a, b in pairs]
+    ds = ray.data.from_items(items).map_batches(
+        DenoiseActor, fn_constructor_kwargs={"opts": opts}, batch_size=1,
+        compute=ActorPoolStrategy(size=args.ray_actors), num_cpus=1)
+    return [json.loads(r["result"]) for r in ds.take_all()]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .denoise import export
+
+    print(export(args.checkpoint, args.output, args.format))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from . import train
 
@@ -161,6 +259,31 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batches", type=int, default=4, metavar="N")
     q.set_defaults(func=cmd_data_preview)
 
+    p = sub.add_parser("denoise", help="denoise photos of any size")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output folder (or file, for one input)")
+    p.add_argument("--model", default=None,
+                   help="run folder, checkpoint folder or .keras file (default: shipped model)")
+    p.add_argument("--strength", type=float, default=1.0, metavar="I",
+                   help="y = (1 - I) x + I f(x); 0 = unchanged, 1 = full (default)")
+    p.add_argument("--noise-level", default="auto", metavar="SIGMA|SPEC|auto",
+                   help="gaussian sigma on 0-255, a noise spec, or auto (estimated)")
+    p.add_argument("--tile", type=int, default=None, help="tile size (default: 256, or the "
+                   "model's chunk for a model with a dense latent)")
+    p.add_argument("--overlap", type=int, default=None, help="tile overlap (default tile/8)")
+    p.add_argument("--overwrite", action="store_true", help="allow writing over the input")
+    p.add_argument("--max-megapixels", type=float, default=1000.0)
+    p.add_argument("--ray", action="store_true", help="spread the files over the Ray cluster")
+    p.add_argument("--ray-actors", type=int, default=2, metavar="N")
+    p.set_defaults(func=cmd_denoise)
+
+    p = sub.add_parser("export", help="export a checkpoint's generator (.keras or SavedModel)")
+    p.add_argument("checkpoint", help="run folder, checkpoint folder or .keras file")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--format", choices=("keras", "savedmodel"), default="keras")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("train", help="train the GAN (Ray Train, or --local)")
     from .train import add_train_args
 
@@ -170,17 +293,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def quiet_tensorflow() -> None:
-    """Hide TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) unless asked."""
+    """Import TensorFlow without its C++ start-up chatter (absl's pre-init lines about
+    CUDA probes and oneDNN, which no environment variable filters), so that a command's
+    stderr carries only what distgan says. DISTGAN_TF_LOGS=1 shows everything."""
     import os
+    import tempfile
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("DISTGAN_TF_LOGS") == "1" or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_logical_devices()  # device probing logs happen here
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+TF_COMMANDS = ("train", "denoise", "export", "eval")
 
 
 def main(argv: list[str] | None = None) -> int:
-    quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command in TF_COMMANDS:
+            quiet_tensorflow()
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"distgan: error: {e}", file=sys.stderr)

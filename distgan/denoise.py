@@ -1,41 +1,63 @@
-"""Apply a denoiser to an image of any size, streaming rows of overlapping tiles.
+"""Denoise photos of any size with a trained generator.
 
-`apply_tiled` cuts one row of tiles at a time (`tiling.iter_rows`), runs the model on
-them in batches, and blends the result into a preallocated output (`tiling.RowJoiner`),
-so memory does not grow with the number of tiles.
+The image stays in its own dtype (uint8, uint16 or float) from file to file: rows of
+overlapping tiles are cut one at a time (`tiling.iter_rows`), run through the model in
+batches, blended with the strength I as y = (1 - I) * x + I * f(x), and written into a
+preallocated output by `tiling.RowJoiner`. Memory is the input, the output and one band of
+tiles, whatever the size; a 100 MP photo never exists as a float32 copy.
+
+Models come from a run folder (its latest checkpoint), a checkpoint folder, an exported
+`.keras` file (loaded with Keras' safe_mode, so a model file cannot run code), or, with no
+model given, the one shipped in `distgan/weights/`.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
 from .tiling import RowJoiner, iter_rows, make_layout
 
 Infer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (noisy tiles, params) -> tiles
 
+SHIPPED = Path(__file__).resolve().parent / "weights" / "denoiser.keras"
+
+
+class ModelError(UserError):
+    """A model that is missing or does not fit."""
+
+
+# ------------------------------------------------------------------ core
+
 
 def apply_tiled(
-    infer: Infer,
+    fn: Callable[[np.ndarray], np.ndarray],
     image: np.ndarray,
-    params: np.ndarray,
     tile: int,
     overlap: int,
     batch_size: int = 16,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Denoise float32 H x W x 3 `image` tile by tile; `params` is one conditioning vector."""
+    """Run `fn` (tiles -> tiles) over `image` one row of tiles at a time, in batches, and
+    blend the results into `out` (default: a new array of the image's dtype)."""
     layout = make_layout(image.shape, tile, overlap)
-    joiner = RowJoiner(layout, out, dtype=np.float32)
-    p = np.asarray(params, np.float32)[None]
+    joiner = RowJoiner(layout, np.empty_like(image) if out is None else out)
     for row in iter_rows(image, tile, overlap):
-        done = [
-            np.asarray(infer(row[i : i + batch_size], np.repeat(p, len(row[i : i + batch_size]), 0)))
-            for i in range(0, len(row), batch_size)
-        ]
-        joiner.add_row(np.concatenate(done))
+        joiner.add_row(np.concatenate([fn(row[i : i + batch_size])
+                                       for i in range(0, len(row), batch_size)]))
     return joiner.result()
+
+
+def with_params(infer: Infer, params: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Bind one conditioning vector to an (tiles, params) model function."""
+    p = np.asarray(params, np.float32)[None]
+    return lambda tiles: np.asarray(infer(tiles, np.repeat(p, len(tiles), 0)))
 
 
 def blend(image: np.ndarray, denoised: np.ndarray, strength: float) -> np.ndarray:
@@ -45,3 +67,187 @@ def blend(image: np.ndarray, denoised: np.ndarray, strength: float) -> np.ndarra
     if strength == 0.0:
         return image
     return (1.0 - strength) * image + strength * denoised
+
+
+# ------------------------------------------------------------------ models
+
+
+@dataclass
+class Denoiser:
+    generator: object  # keras.Model: (noisy, params) -> denoised
+    conditioned: bool
+    chunk: int  # the tile size it was trained on
+    fully_convolutional: bool
+    source: str
+
+    def __post_init__(self):
+        import tensorflow as tf
+
+        gen = self.generator
+
+        @tf.function(reduce_retracing=True)
+        def infer(x, p):
+            return gen([x, p], training=False)
+
+        self._infer = infer
+
+    def infer(self, tiles: np.ndarray, params: np.ndarray) -> np.ndarray:
+        return self._infer(tiles, params).numpy()
+
+    def default_tiling(self) -> tuple[int, int]:
+        """Bigger tiles amortise per-call cost for a fully convolutional model."""
+        tile = 256 if self.fully_convolutional else self.chunk
+        return tile, max(8, tile // 8)
+
+
+def _describe(gen, source: str) -> Denoiser:
+    from .models import ParamMaps
+
+    conditioned = any(isinstance(layer, ParamMaps) for layer in _all_layers(gen))
+    h = gen.inputs[0].shape[1]
+    return Denoiser(gen, conditioned, int(h or 64), h is None, source)
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+@functools.lru_cache(maxsize=4)
+def load_denoiser(path: str | None = None) -> Denoiser:
+    """A run folder, checkpoint folder or `.keras` file; None = the shipped model."""
+    import keras
+
+    from . import models  # noqa: F401  (registers distgan's layers for safe loading)
+
+    if path is None:
+        if not SHIPPED.exists():
+            raise ModelError("this install has no shipped model; pass --model RUN_DIR, a "
+                             "checkpoint folder or a .keras file")
+        path = str(SHIPPED)
+    p = Path(path)
+    if p.is_file():
+        if p.suffix != ".keras":
+            raise ModelError(f"{p}: not a model (expected a .keras file, a run folder or a "
+                             f"checkpoint folder)")
+        try:
+            gen = keras.models.load_model(p, safe_mode=True, compile=False)
+        except Exception as e:
+            raise ModelError(f"{p}: cannot load this model ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200]})") from None
+        return _describe(gen, str(p))
+    if not p.exists():
+        raise ModelError(f"{p}: no such model")
+    from .checkpoint import read_config, resolve
+    from .models import build_generator
+
+    ckpt = resolve(p)
+    cfg = read_config(ckpt)
+    gen = build_generator(cfg.model, cfg.data.chunk)
+    try:
+        gen.load_weights(ckpt / "generator.weights.h5")
+    except Exception as e:
+        raise ModelError(f"{ckpt}: weights do not fit its config.yaml ({type(e).__name__})") from None
+    return _describe(gen, str(ckpt))
+
+
+def export(model: str, output: str, fmt: str = "keras") -> Path:
+    """Write the generator of `model` as a .keras file or a TensorFlow SavedModel folder."""
+    den = load_denoiser(model)
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "keras":
+        if out.suffix != ".keras":
+            raise UserError(f"{out}: a Keras model file must end in .keras")
+        den.generator.save(out)
+    elif fmt == "savedmodel":
+        den.generator.export(str(out), format="tf_saved_model")
+    else:
+        raise UserError(f"unknown export format {fmt!r}; use keras or savedmodel")
+    return out
+
+
+# ------------------------------------------------------------------ noise level
+
+
+def estimate_sigma(image: np.ndarray, max_side: int = 1024) -> float:
+    """Gaussian σ on the 0-255 scale, by scikit-image's wavelet estimator on a central crop
+    (a crop keeps the cost flat for huge photos)."""
+    from skimage.restoration import estimate_sigma as _est
+
+    h, w = image.shape[:2]
+    y0, x0 = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
+    crop = image[y0 : y0 + max_side, x0 : x0 + max_side]
+    scale = 255.0 if crop.dtype == np.uint8 else 65535.0 if crop.dtype == np.uint16 else 1.0
+    crop = crop.astype(np.float32) / np.float32(scale)
+    if min(crop.shape[:2]) < 8:
+        return 0.0
+    sigma = float(_est(crop, channel_axis=-1, average_sigmas=True)) * 255.0
+    return sigma if math.isfinite(sigma) else 0.0  # a flat image has no measurable noise
+
+
+def noise_params(noise_level: str | float, image: np.ndarray) -> np.ndarray:
+    """The conditioning vector: 'auto' (estimated gaussian σ), a σ on 0-255, or a spec."""
+    from .noise import parse_spec, params_of
+
+    if isinstance(noise_level, int | float):
+        return params_of(parse_spec(f"gaussian:{float(noise_level)}"))
+    text = str(noise_level).strip()
+    if text == "auto":
+        return params_of(parse_spec(f"gaussian:{estimate_sigma(image):.4f}"))
+    try:
+        return params_of(parse_spec(f"gaussian:{float(text)}"))
+    except ValueError:
+        return params_of(parse_spec(text))
+
+
+# ------------------------------------------------------------------ arrays
+
+
+def denoise_array(
+    den: Denoiser,
+    image: np.ndarray,
+    strength: float = 1.0,
+    noise_level: str | float = "auto",
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Denoise H x W x 3 (uint8, uint16, or float in [0, 1]); same shape and dtype out."""
+    if not 0.0 <= strength <= 1.0 or math.isnan(strength):
+        raise UserError(f"--strength must be in [0, 1], got {strength}")
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise UserError(f"expected an H x W x 3 image, got shape {image.shape}")
+    if strength == 0.0:
+        return image.copy()
+    t0, o0 = den.default_tiling()
+    tile, overlap = tile or t0, o0 if overlap is None else overlap
+    if not den.fully_convolutional and tile != den.chunk:
+        raise UserError(f"this model has a dense latent: --tile must be {den.chunk}")
+    if not 0 <= overlap < tile:
+        raise UserError(f"--overlap must be in [0, tile), got {overlap} for tile {tile}")
+    model = with_params(den.infer, noise_params(noise_level, image))
+    scale = np.float32(1.0 if np.issubdtype(image.dtype, np.floating) else (
+        255.0 if image.dtype == np.uint8 else 65535.0))
+
+    def run(tiles: np.ndarray) -> np.ndarray:
+        x = tiles.astype(np.float32) / scale
+        return blend(x, model(x), strength) * scale
+
+    return apply_tiled(run, image, tile, overlap, batch_size)
+
+
+def denoise(image: np.ndarray, model: str | None = None, strength: float = 1.0,
+            noise_level: str | float = "auto") -> np.ndarray:
+    """Denoise an image array (H x W x 3 or H x W; uint8, uint16 or float in [0, 1]).
+
+    `model=None` uses the shipped model; otherwise a run folder, checkpoint or .keras file.
+    """
+    image = np.asarray(image)
+    grey = image.ndim == 2
+    rgb = np.repeat(image[..., None], 3, axis=2) if grey else image
+    out = denoise_array(load_denoiser(model), rgb, strength, noise_level)
+    return out.mean(axis=2).astype(image.dtype) if grey else out

@@ -32,46 +32,53 @@ class ImageInfo:
     path: str
     bits: int  # 8 or 16
     grey: bool
-    alpha: np.ndarray | None  # float32 H x W in [0, 1], passed through untouched
-    orig_dtype: str = "uint8"
+    alpha: np.ndarray | None  # H x W in the image's own dtype, passed through untouched
+
+
+def full_scale(dtype) -> float:
+    return 255.0 if np.dtype(dtype) == np.uint8 else 65535.0
+
+
+def split_channels(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """Any decoded array -> (RGB, alpha or None, was_grey), kept as uint8 or uint16."""
+    arr = np.asarray(arr)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.floating):
+        arr = np.clip(np.rint(arr * 65535.0), 0, 65535).astype(np.uint16)
+    elif arr.dtype not in (np.uint8, np.uint16):
+        arr = np.clip(arr, 0, 65535).astype(np.uint16)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise ImageReadError(f"unsupported image shape {arr.shape}")
+    c = arr.shape[2]
+    alpha = arr[..., c - 1] if c in (2, 4) else None
+    rgb = arr[..., : 3 if c >= 3 else 1]
+    grey = rgb.shape[2] == 1
+    if grey:
+        rgb = np.repeat(rgb, 3, axis=2)
+    return np.ascontiguousarray(rgb), alpha, grey
 
 
 def to_rgb_float(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int, bool]:
-    """Any decoded array (H x W, H x W x 1..4; uint8/uint16/float) -> RGB float32 [0, 1]."""
-    arr = np.asarray(arr)
-    if arr.dtype == np.uint8:
-        bits, scale = 8, 255.0
-    elif arr.dtype in (np.uint16, np.int32, np.uint32, np.int64):
-        bits, scale = 16, 65535.0
-    elif arr.dtype == bool:
-        bits, scale = 8, 1.0
-    elif np.issubdtype(arr.dtype, np.floating):
-        bits, scale = 16, 1.0
-    else:
-        raise ImageReadError(f"unsupported pixel type {arr.dtype}")
-    x = arr.astype(np.float32) / np.float32(scale)
-    alpha = None
-    grey = False
-    if x.ndim == 2:
-        x, grey = x[..., None], True
-    if x.ndim != 3:
-        raise ImageReadError(f"unsupported image shape {arr.shape}")
-    c = x.shape[2]
-    if c == 2:  # grey + alpha
-        alpha, x, grey = x[..., 1], x[..., :1], True
-    elif c == 4:
-        alpha, x = x[..., 3], x[..., :3]
-    elif c not in (1, 3):
-        raise ImageReadError(f"unsupported channel count {c}")
-    if x.shape[2] == 1:
-        x = np.repeat(x, 3, axis=2)
-    return np.clip(x, 0, 1), alpha, bits, grey
+    """Any decoded array -> (RGB float32 in [0, 1], alpha float32 or None, bits, grey)."""
+    rgb, alpha, grey = split_channels(arr)
+    scale = np.float32(full_scale(rgb.dtype))
+    a = None if alpha is None else alpha.astype(np.float32) / scale
+    return rgb.astype(np.float32) / scale, a, 8 if rgb.dtype == np.uint8 else 16, grey
 
 
-def read_image(
+def _reason(e: Exception) -> str:
+    if isinstance(e, Image.UnidentifiedImageError):
+        return "unknown format or corrupt data"
+    return f"{type(e).__name__}: {e}"
+
+
+def read_native(
     path: str | Path, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
 ) -> tuple[np.ndarray, ImageInfo]:
-    """Decode `path` to float32 RGB in [0, 1] (EXIF orientation applied)."""
+    """Decode `path` to RGB uint8 or uint16 (its own bit depth), EXIF orientation applied."""
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path}: no such file")
@@ -81,10 +88,10 @@ def read_image(
         data = path.read_bytes()
     except OSError as e:
         raise ImageReadError(f"{path}: cannot be read ({e.strerror})") from None
-    return decode_image(data, str(path), max_megapixels)
+    return decode_native(data, str(path), max_megapixels)
 
 
-def decode_image(
+def decode_native(
     data: bytes, name: str, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
 ) -> tuple[np.ndarray, ImageInfo]:
     """Decode an encoded image held in memory; `name` (its path) is used for the format
@@ -102,9 +109,24 @@ def decode_image(
     except ImageReadError:
         raise
     except Exception as e:  # PIL raises many types for corrupt files
-        raise ImageReadError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
-    rgb, alpha, bits, grey = to_rgb_float(arr)
-    return rgb, ImageInfo(name, bits, grey, alpha, str(arr.dtype))
+        raise ImageReadError(f"{name}: not a readable image ({_reason(e)})") from None
+    rgb, alpha, grey = split_channels(arr)
+    return rgb, ImageInfo(name, 8 if rgb.dtype == np.uint8 else 16, grey, alpha)
+
+
+def read_image(
+    path: str | Path, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+) -> tuple[np.ndarray, ImageInfo]:
+    """Decode `path` to float32 RGB in [0, 1] (EXIF orientation applied)."""
+    rgb, info = read_native(path, max_megapixels)
+    return rgb.astype(np.float32) / np.float32(full_scale(rgb.dtype)), info
+
+
+def decode_image(
+    data: bytes, name: str, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+) -> tuple[np.ndarray, ImageInfo]:
+    rgb, info = decode_native(data, name, max_megapixels)
+    return rgb.astype(np.float32) / np.float32(full_scale(rgb.dtype)), info
 
 
 def decode_rgb8(
@@ -127,7 +149,7 @@ def decode_rgb8(
     except ImageReadError:
         raise
     except Exception as e:
-        raise ImageReadError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
+        raise ImageReadError(f"{name}: not a readable image ({_reason(e)})") from None
     rgb, _ = decode_image(data, name, max_megapixels)
     return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
@@ -174,22 +196,35 @@ def _write_png16(path: Path, arr: np.ndarray) -> None:
         writer.write(f, arr.reshape(h, w * planes))
 
 
-def write_image(path: str | Path, rgb: np.ndarray, info: ImageInfo | None = None, bits: int | None = None) -> None:
+def to_native(rgb: np.ndarray, bits: int) -> np.ndarray:
+    """Float RGB in [0, 1] -> uint8 or uint16."""
+    scale = 255.0 if bits == 8 else 65535.0
+    out = np.clip(np.rint(np.asarray(rgb, np.float32) * scale), 0, scale)
+    return out.astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def write_image(path: str | Path, rgb: np.ndarray, info: ImageInfo | None = None,
+                bits: int | None = None) -> None:
     """Write float RGB [0, 1] to `path`, keeping the source's bit depth, alpha and greyness."""
+    write_native(path, to_native(rgb, bits or (info.bits if info else 8)), info)
+
+
+def write_native(path: str | Path, rgb: np.ndarray, info: ImageInfo | None = None) -> None:
+    """Write uint8/uint16 RGB to `path` with the source's alpha and greyness, atomically.
+
+    JPEG, BMP and WebP are 8-bit: 16-bit data is narrowed for them.
+    """
     path = Path(path)
-    bits = bits or (info.bits if info else 8)
-    x = np.clip(np.asarray(rgb, np.float32), 0, 1)
-    if info is not None and info.grey:
-        x = x.mean(axis=2, keepdims=True)
-    if info is not None and info.alpha is not None:
-        x = np.concatenate([x, info.alpha[..., None]], axis=2)
     suffix = path.suffix.lower()
-    if suffix in (".jpg", ".jpeg", ".bmp", ".webp"):
-        bits = 8
-    if bits == 16:
-        arr = np.rint(x * 65535).astype(np.uint16)
-    else:
-        arr = np.rint(x * 255).astype(np.uint8)
+    arr = np.asarray(rgb)
+    alpha = None if info is None else info.alpha
+    if suffix in (".jpg", ".jpeg", ".bmp", ".webp") and arr.dtype == np.uint16:
+        arr = (arr >> 8).astype(np.uint8)
+        alpha = None if alpha is None else (alpha >> 8).astype(np.uint8)
+    if info is not None and info.grey:
+        arr = np.rint(arr.mean(axis=2, keepdims=True, dtype=np.float32)).astype(arr.dtype)
+    if alpha is not None and suffix not in (".jpg", ".jpeg"):  # JPEG has no alpha
+        arr = np.concatenate([arr, alpha.astype(arr.dtype)[..., None]], axis=2)
     if arr.shape[2] == 1:
         arr = arr[..., 0]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,12 +232,11 @@ def write_image(path: str | Path, rgb: np.ndarray, info: ImageInfo | None = None
     if suffix in (".tif", ".tiff"):
         import tifffile
 
-        tifffile.imwrite(tmp, arr, photometric="minisblack" if arr.ndim == 2 else "rgb")
-    elif bits == 16 and suffix == ".png":
+        photometric = "minisblack" if arr.ndim == 2 or arr.shape[2] == 2 else "rgb"
+        tifffile.imwrite(tmp, arr, photometric=photometric)
+    elif arr.dtype == np.uint16 and suffix == ".png":
         _write_png16(tmp, arr)
     else:
-        if suffix in (".jpg", ".jpeg") and arr.ndim == 3 and arr.shape[2] == 4:
-            arr = arr[..., :3]  # JPEG has no alpha
         im = Image.fromarray(arr)
         kw = {"quality": 95} if suffix in (".jpg", ".jpeg") else {}
         im.save(tmp, format=Image.registered_extensions().get(suffix, "PNG"), **kw)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from .denoise import Infer, apply_tiled
+from .denoise import Infer, apply_tiled, with_params
 
 
 def psnr(clean: np.ndarray, test: np.ndarray) -> float:
@@ -35,7 +35,7 @@ def evaluate(infer: Infer, images, tile: int, overlap: int) -> tuple[dict, list[
     """
     rows, outs = [], []
     for im in images:
-        den = apply_tiled(infer, im.noisy, im.params, tile, overlap)
+        den = apply_tiled(with_params(infer, im.params), im.noisy, tile, overlap)
         outs.append(den)
         rows.append(
             (
