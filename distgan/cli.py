@@ -209,6 +209,36 @@ def _denoise_on_ray(args, pairs: list[tuple[Path, Path]]) -> list[dict]:
     return [json.loads(r["result"]) for r in ds.take_all()]
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .baselines import BASELINES
+    from .metrics import NOISE_GRID, markdown_table, run_eval
+    from .noise import parse_spec
+
+    texts = NOISE_GRID if args.noise.strip() == "all" else [t for t in args.noise.split(",") if t]
+    specs = [parse_spec(t) for t in texts]
+    if any(s.is_random for s in specs):
+        raise UserError("--noise: eval needs fixed specs (random would differ per method)")
+    methods = ["distgan"] + [b for b in args.baselines.split(",") if b]
+    unknown = [b for b in methods[1:] if b not in BASELINES]
+    if unknown:
+        raise UserError(f"--baselines: unknown {unknown}; choose from {', '.join(BASELINES)}")
+    files, problems = expand_inputs([args.data])
+    if problems:
+        raise UserError("; ".join(problems))
+    files = files[: args.limit] if args.limit else files
+    report = run_eval(files, specs, methods, args.model, args.seed)
+    report["settings"] = {"data": args.data, "images": len(files), "seed": args.seed,
+                          "model": args.model or "shipped"}
+    table = markdown_table(report)
+    print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    if out.suffix == ".json":
+        out.with_suffix(".md").write_text(table + "\n")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .denoise import export
 
@@ -277,6 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray", action="store_true", help="spread the files over the Ray cluster")
     p.add_argument("--ray-actors", type=int, default=2, metavar="N")
     p.set_defaults(func=cmd_denoise)
+
+    p = sub.add_parser("eval", help="PSNR/SSIM of distgan against classical denoisers")
+    p.add_argument("--data", required=True, help="folder of clean images (e.g. Kodak24)")
+    p.add_argument("--noise", required=True, metavar="SPEC[,SPEC...]|all")
+    p.add_argument("--model", default=None, help="default: the shipped model")
+    p.add_argument("--baselines", default="noisy,bm3d,nlm,tv,wavelet")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=0, metavar="K", help="first K images only")
+    p.add_argument("--out", required=True, metavar="REPORT.json")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="export a checkpoint's generator (.keras or SavedModel)")
     p.add_argument("checkpoint", help="run folder, checkpoint folder or .keras file")

@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from distgan.config import load_config
+from distgan.imagefile import read_image
+from distgan.metrics import eval_noisy, markdown_table
+from distgan.noise import parse_spec
+
+from .conftest import ROOT, run_cli
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from distgan.models import build_generator
+
+    d = tmp_path_factory.mktemp("eval")
+    rng = np.random.default_rng(0)
+    (d / "imgs").mkdir()
+    yy, xx = np.mgrid[0:40, 0:48] / 40
+    for i in range(2):
+        img = np.stack([0.5 + 0.3 * np.sin(5 * xx + i + c) for c in range(3)], -1)
+        img = img + 0.05 * rng.random(img.shape)
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(d / "imgs" / f"{i}.png")
+    cfg = load_config(ROOT / "configs" / "smoke.yaml")
+    build_generator(cfg.model, cfg.data.chunk).save(d / "identity.keras")  # zero noise head
+    return d
+
+
+def _eval(setup, out, *extra):
+    r = run_cli("eval", "--data", str(setup / "imgs"), "--noise",
+                "gaussian:25:unclipped,mix:gaussian:15+s&p:0.02", "--model",
+                str(setup / "identity.keras"), "--baselines", "noisy,nlm,tv,wavelet",
+                "--out", str(out), *extra)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r, json.loads(out.read_text())
+
+
+def test_table_json_and_determinism(setup, tmp_path):
+    r, a = _eval(setup, tmp_path / "a.json", "--seed", "3")
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == "| method | gaussian:25:unclipped | mix:gaussian:15+s&p:0.02 | s/MP |"
+    assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["distgan", "noisy", "nlm", "tv",
+                                                              "wavelet"]
+    assert (tmp_path / "a.md").read_text().strip() == r.stdout.strip()
+    assert {tuple(sorted(x)) for x in a["results"]} == {
+        ("method", "noise", "psnr", "s_per_mp", "ssim")}
+    assert len(a["images"]) == 2 * 2 * 5
+    _, b = _eval(setup, tmp_path / "b.json", "--seed", "3")
+    key = lambda rep: [(x["method"], x["noise"], x["psnr"], x["ssim"]) for x in rep["results"]]  # noqa: E731
+    assert key(a) == key(b)
+    _, c = _eval(setup, tmp_path / "c.json", "--seed", "4")
+    assert key(a) != key(c)
+
+
+def test_psnr_of_known_cases(setup, tmp_path):
+    _, rep = _eval(setup, tmp_path / "r.json", "--seed", "3")
+    res = {(x["method"], x["noise"]): x for x in rep["images"] if x["image"] == "0.png"}
+    clean, _ = read_image(setup / "imgs" / "0.png")
+    spec = parse_spec("gaussian:25:unclipped")
+    noisy, _ = eval_noisy(clean, spec, 3, "0.png")
+    mse = np.mean((np.clip(noisy, 0, 1) - clean) ** 2)
+    assert res[("noisy", str(spec))]["psnr"] == pytest.approx(10 * np.log10(1 / mse), abs=1e-4)
+    # the identity model changes nothing, so it scores exactly what the noisy input scores
+    assert res[("distgan", str(spec))]["psnr"] == pytest.approx(
+        res[("noisy", str(spec))]["psnr"], abs=0.01)
+    assert res[("nlm", str(spec))]["psnr"] > res[("noisy", str(spec))]["psnr"]
+
+
+def test_markdown_table_layout():
+    rep = {"results": [{"method": "m", "noise": "n", "psnr": 30.0, "ssim": 0.9, "s_per_mp": 2.0}]}
+    assert markdown_table(rep).splitlines()[2] == "| m | 30.00 / 0.900 | 2 |"
+
+
+def test_bad_eval_arguments(setup, tmp_path):
+    r = run_cli("eval", "--data", str(setup / "imgs"), "--noise", "random", "--model",
+                str(setup / "identity.keras"), "--out", str(tmp_path / "x.json"))
+    assert r.returncode == 2 and "fixed specs" in r.stderr
+    r = run_cli("eval", "--data", str(setup / "imgs"), "--noise", "gaussian:5", "--baselines",
+                "bm4d", "--model", str(setup / "identity.keras"), "--out", str(tmp_path / "x.json"))
+    assert r.returncode == 2 and "unknown" in r.stderr
