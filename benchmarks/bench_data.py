@@ -1,0 +1,146 @@
+"""64 px chunks/s with mixed noise, all measured in one run on sun80 (or the sample photos):
+
+  (a) paper      a faithful re-implementation of the paper's generator: a loader thread and
+                 worker threads, 15x image oversampling, whole images noised then cut, into a
+                 preallocated 6-D (epoch, gen+disc steps, batch, h, w, rgb) array
+  (b) inprocess  distgan's transform (decode -> crops -> noise) in one process
+  (c) ray_1cpu / ray_2cpu   the same through Ray Data, with 1 and 2 CPUs
+
+then where (b)'s time goes: decode, crop, noise, and the floor of drawing the random numbers
+alone. One JSON line each; ratios are per core against (a). `--quick` for a short run.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import numpy as np
+from _common import corpus, cores, emit, quick
+
+from distgan.config import load_config
+from distgan.data import chunk_batch, crops_of, noisy_chunks
+from distgan.imagefile import decode_rgb8
+from distgan.noise import add_noise, sample_spec
+from distgan.tiling import split
+
+CHUNK = 64
+
+
+def cfg_for(k: int, workers: int = 1):
+    return load_config(None, [f"data.chunk={CHUNK}", f"data.crops_per_image={k}",
+                              f"data.data_workers={workers}", "noise.mix_prob=0.3"])
+
+
+def paper_generator(paths, n_workers: int = 2, oversample: int = 15, batch: int = 32,
+                    steps: int = 5) -> tuple[int, float]:
+    """The paper's design, rebuilt: returns (chunks produced, seconds)."""
+    cfg = cfg_for(1)
+    images: queue.Queue = queue.Queue(maxsize=8)
+    per_image = (768 // CHUNK) * (1024 // CHUNK)
+    n_chunks = len(paths) * oversample * per_image
+    n_batches = -(-n_chunks // batch)
+    epoch = np.zeros((1, steps, -(-n_batches // steps), batch, CHUNK, CHUNK, 3), np.float32)
+    flat = epoch.reshape(-1, CHUNK, CHUNK, 3)
+    cursor = [0]
+    lock = threading.Lock()
+
+    def loader():
+        for p in paths:
+            images.put(decode_rgb8(p.read_bytes(), str(p)).astype(np.float32) / 255)
+        for _ in range(n_workers):
+            images.put(None)
+
+    def worker(seed):
+        rng = np.random.default_rng(seed)
+        while (img := images.get()) is not None:
+            for _ in range(oversample):
+                noisy, _ = add_noise(img, sample_spec(cfg.noise, rng), rng)
+                h, w = (noisy.shape[0] // CHUNK) * CHUNK, (noisy.shape[1] // CHUNK) * CHUNK
+                tiles, _ = split(noisy[:h, :w], CHUNK)  # whole chunks only, as the paper
+                with lock:
+                    i = cursor[0]
+                    j = min(i + len(tiles), len(flat))
+                    flat[i:j] = tiles[: j - i]
+                    cursor[0] = j
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=loader)] + [
+        threading.Thread(target=worker, args=(s,)) for s in range(n_workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return cursor[0], time.perf_counter() - t0
+
+
+def inprocess(paths, k: int) -> tuple[int, float]:
+    cfg = cfg_for(k)
+    t0 = time.perf_counter()
+    out = chunk_batch({"path": np.array([str(p) for p in paths]),
+                       "epoch": np.zeros(len(paths), int)}, cfg)
+    return len(out["clean"]), time.perf_counter() - t0
+
+
+def through_ray(paths, k: int, cpus: int) -> tuple[int, float]:
+    from distgan import raysession
+    from distgan.data import Source, build_dataset, data_resource_limits, tf_batches
+
+    raysession.connect(num_cpus=2)
+    cfg = cfg_for(k, cpus).replace(scaling={"reserved_data_cpus": float(cpus)})
+    data_resource_limits(cfg)
+    ds = build_dataset(cfg, Source("bench", tuple(map(str, paths))), epochs=2)
+    it = tf_batches(ds, 256, 0)
+    next(it)  # start-up (workers, imports) is not throughput
+    n, t0 = 0, time.perf_counter()
+    for b in it:
+        n += len(b["clean"])
+    return n, time.perf_counter() - t0
+
+
+def breakdown(paths, k: int) -> dict:
+    cfg = cfg_for(k)
+    rng = np.random.default_rng(0)
+    t = time.perf_counter()
+    imgs = [decode_rgb8(p.read_bytes(), str(p)) for p in paths]
+    decode = time.perf_counter() - t
+    t = time.perf_counter()
+    crops = [crops_of(im, CHUNK, k, rng) for im in imgs]
+    crop = time.perf_counter() - t
+    t = time.perf_counter()
+    for c in crops:
+        noisy_chunks(c, cfg, rng)
+    noise = time.perf_counter() - t
+    n = k * len(paths)
+    t = time.perf_counter()
+    for _ in range(n):
+        rng.standard_normal((CHUNK, CHUNK, 3))
+    floor = time.perf_counter() - t
+    return {"decode_us_per_chunk": 1e6 * decode / n, "crop_us_per_chunk": 1e6 * crop / n,
+            "noise_us_per_chunk": 1e6 * noise / n, "rng_floor_us_per_chunk": 1e6 * floor / n}
+
+
+def main() -> None:
+    name, paths = corpus()
+    paths = paths[:8] if quick() else paths[:40]
+    k = 64
+    n_a, t_a = paper_generator(paths[:4] if quick() else paths[:12], oversample=3 if quick() else 15)
+    a_core = n_a / t_a / 2  # two worker threads on two cores
+    emit(bench="data", method="paper", corpus=name, chunks=n_a, chunks_per_s=round(n_a / t_a),
+         chunks_per_s_per_core=round(a_core), cores=2)
+    n_b, t_b = inprocess(paths, k)
+    emit(bench="data", method="inprocess", corpus=name, crops_per_image=k, chunks=n_b,
+         chunks_per_s=round(n_b / t_b), chunks_per_s_per_core=round(n_b / t_b),
+         ratio_per_core_vs_paper=round(n_b / t_b / a_core, 2), cores=1)
+    for cpus in (1, 2):
+        n_c, t_c = through_ray(paths, k, cpus)
+        emit(bench="data", method=f"ray_{cpus}cpu", corpus=name, crops_per_image=k, chunks=n_c,
+             chunks_per_s=round(n_c / t_c), chunks_per_s_per_core=round(n_c / t_c / cpus),
+             ratio_per_core_vs_paper=round(n_c / t_c / cpus / a_core, 2), cores=cpus)
+    emit(bench="data", method="breakdown", corpus=name, crops_per_image=k,
+         **{k_: round(v, 1) for k_, v in breakdown(paths, k).items()}, machine_cores=cores())
+
+
+if __name__ == "__main__":
+    main()
