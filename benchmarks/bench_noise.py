@@ -26,11 +26,11 @@ def main() -> None:
     crops = [img[y : y + 64, x : x + 64] for y, x in zip(rng.integers(0, 417, n),
                                                            rng.integers(0, 577, n))]
     for kind in KINDS:
-        def crop_first():
+        def crop_first(kind=kind):
             for c in crops:
                 add_noise(c, kind, rng)
 
-        def paper_whole():
+        def paper_whole(kind=kind):
             noisy, _ = add_noise(img, kind, rng)
             split(noisy, 64)
 

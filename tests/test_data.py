@@ -69,7 +69,7 @@ def _write_mixed_folder(d):
     Image.fromarray(rng.integers(0, 255, (64, 70, 4), dtype=np.uint8)).save(d / "sub" / "rgba.png")
     Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).convert(
         "P", palette=Image.Palette.ADAPTIVE).save(d / "pal.png")
-    Image.fromarray((rng.integers(0, 65535, (66, 66), dtype=np.uint16))).save(d / "g16.png")
+    Image.fromarray(rng.integers(0, 65535, (66, 66), dtype=np.uint16)).save(d / "g16.png")
     Image.fromarray(rng.integers(0, 255, (40, 200, 3), dtype=np.uint8)).save(d / "thin.png")
     (d / "empty.jpg").write_bytes(b"")
     (d / "notes.png").write_text("not an image")

@@ -28,7 +28,7 @@ def test_grey_rgba_palette_and_16bit_grey_decode_to_rgb(tmp_path):
     Image.fromarray(rgba).save(tmp_path / "a.png")
     Image.fromarray(np.full((4, 5, 3), 200, np.uint8)).convert("P", palette=Image.Palette.ADAPTIVE).save(
         tmp_path / "p.png")
-    Image.fromarray((g.astype(np.uint16) * 257)).save(tmp_path / "g16.png")
+    Image.fromarray(g.astype(np.uint16) * 257).save(tmp_path / "g16.png")
     x, info = read_image(tmp_path / "g.png")
     assert x.shape == (4, 5, 3) and info.grey and np.allclose(x[..., 0], g / 255)
     x, info = read_image(tmp_path / "a.png")

@@ -48,17 +48,17 @@ def test_residual_generator_starts_as_the_identity():
 
 
 def _convs(model):
-    return [l for l in model._flatten_layers() if isinstance(l, keras.layers.Conv2D)
-            and not isinstance(l, keras.layers.Conv2DTranspose)]
+    return [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Conv2D)
+            and not isinstance(layer, keras.layers.Conv2DTranspose)]
 
 
 def test_paper_config_builds_the_paper_models():
     m = load_config(ROOT / "configs" / "paper.yaml").model
     enc, dec, disc = build_encoder(m, 32), build_decoder(m, 32), build_discriminator(m, 32)
     assert [c.filters for c in _convs(enc)] == [256, 128, 64]
-    dense = [l for l in enc.layers if isinstance(l, keras.layers.Dense)]
+    dense = [layer for layer in enc.layers if isinstance(layer, keras.layers.Dense)]
     assert dense[0].units == 3500
-    tconvs = [l for l in dec.layers if isinstance(l, keras.layers.Conv2DTranspose)]
+    tconvs = [layer for layer in dec.layers if isinstance(layer, keras.layers.Conv2DTranspose)]
     assert [t.filters for t in tconvs] == [128, 256, 256, 3]  # mirrored, then to RGB
     assert tconvs[-1].activation.__name__ == "sigmoid"
     dconvs = _convs(disc)
@@ -67,7 +67,7 @@ def test_paper_config_builds_the_paper_models():
     assert isinstance(out, keras.layers.Dense) and out.units == 1
     assert out.activation.__name__ == "sigmoid"
     # each block is Conv -> LeakyReLU -> BatchNorm
-    kinds = [type(l).__name__ for l in disc.layers[1:4]]
+    kinds = [type(layer).__name__ for layer in disc.layers[1:4]]
     assert kinds == ["Conv2D", "LeakyReLU", "BatchNormalization"]
 
 
