@@ -481,3 +481,71 @@ def tf_batches(ds_or_iter, batch_size: int, shuffle_buffer: int, seed: int | Non
     for b in ds_or_iter.iter_batches(batch_size=batch_size, batch_format="numpy",
                                      drop_last=True, **kw):
         yield {k: b[k] for k in ("clean", "noisy", "params")}
+
+
+# ------------------------------------------------------------------ evaluation mode
+
+
+def eval_chunk_batch(batch: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarray]:
+    """The paper's test mode: every sequential chunk of each image, in order, with the layout
+    that `tiling.join` needs, and the image's fixed noise (seeded by image index)."""
+    from .tiling import split
+
+    d = cfg.data
+    out: dict[str, list] = {k: [] for k in ("name", "tile_index", "clean", "noisy", "params",
+                                            "height", "width")}
+    for name, idx in zip(batch["path"], batch["index"]):
+        try:
+            img = decode_item({"path": str(name)}, d).astype(np.float32) / np.float32(255.0)
+        except ImageReadError as e:
+            log.warning("skipping eval image %s", e)
+            continue
+        rng = np.random.default_rng([cfg.run.seed, int(idx), 0xE7A1])
+        noisy, params = add_noise(img, sample_spec(cfg.noise, rng), rng)
+        clean_t, layout = split(img, d.chunk)
+        noisy_t, _ = split(noisy, d.chunk)
+        n = layout.n_tiles
+        out["name"] += [str(name)] * n
+        out["tile_index"] += list(range(n))
+        out["clean"].append(clean_t)
+        out["noisy"].append(noisy_t)
+        out["params"].append(np.repeat(params[None], n, 0))
+        out["height"] += [layout.height] * n
+        out["width"] += [layout.width] * n
+    if not out["clean"]:
+        c = d.chunk
+        empty = np.zeros((0, c, c, 3), np.float32)
+        return {"name": np.zeros(0, "<U1"), "tile_index": np.zeros(0, int), "clean": empty,
+                "noisy": empty, "params": np.zeros((0, N_PARAMS), np.float32),
+                "height": np.zeros(0, int), "width": np.zeros(0, int)}
+    return {"name": np.array(out["name"]), "tile_index": np.array(out["tile_index"]),
+            "clean": np.concatenate(out["clean"]), "noisy": np.concatenate(out["noisy"]),
+            "params": np.concatenate(out["params"]), "height": np.array(out["height"]),
+            "width": np.array(out["width"])}
+
+
+def build_eval_dataset(cfg: Config, source: Source):
+    """Ray Data, evaluation mode: sequential chunks in image order (order preserved)."""
+    import ray
+    from ray.data import DataContext, TaskPoolStrategy
+
+    DataContext.get_current().execution_options.preserve_order = True
+    items = [{"path": p, "index": i} for i, p in enumerate(source.paths)]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    return ds.map_batches(eval_chunk_batch, fn_kwargs={"cfg": cfg}, batch_size=1,
+                          batch_format="numpy", compute=TaskPoolStrategy(size=cfg.data.data_workers),
+                          num_cpus=cfg.data.cpus_per_task)
+
+
+def join_eval(rows: dict[str, np.ndarray], key: str = "clean") -> dict[str, np.ndarray]:
+    """Rebuild whole images from evaluation-mode chunk rows (any column of tiles)."""
+    from .tiling import join, make_layout
+
+    images = {}
+    for name in dict.fromkeys(rows["name"].tolist()):
+        sel = rows["name"] == name
+        order = np.argsort(rows["tile_index"][sel])
+        h, w = int(rows["height"][sel][0]), int(rows["width"][sel][0])
+        tiles = rows[key][sel][order]
+        images[name] = join(tiles, make_layout((h, w, 3), tiles.shape[1]))
+    return images

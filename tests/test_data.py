@@ -220,3 +220,27 @@ def test_preview_command(ray_cluster, tmp_path):
     assert out["chunks"] == 16 and out["skipped"] == 0 and out["chunks_per_s"] > 0
     assert sum(Counter(out["noise_kinds"]).values()) >= 16
     assert Image.open(tmp_path / "grid.png").size == (8 * 32, 2 * 32)
+
+
+def test_eval_mode_chunks_rejoin_into_whole_images(ray_cluster, tmp_path):
+    from distgan.data import build_eval_dataset, join_eval
+    from distgan.imagefile import read_image
+
+    d = tmp_path / "ev"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for name, hw in (("a.png", (70, 45)), ("b.png", (33, 100)), ("c.png", (5, 7))):
+        Image.fromarray(rng.integers(0, 255, (*hw, 3), dtype=np.uint8)).save(d / name)
+    cfg = _cfg(f"data.source=folder:{d}")
+    src = open_source(cfg.data.source)
+    rows = build_eval_dataset(cfg, src).take_all()
+    batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    # in order: images in source order, tiles in row-major order within each image
+    assert [r["name"].rsplit("/", 1)[-1] for r in rows][0] == "a.png"
+    assert all(np.diff(batch["tile_index"][batch["name"] == batch["name"][0]]) == 1)
+    clean = join_eval(batch, "clean")
+    noisy = join_eval(batch, "noisy")
+    for p in src.paths:
+        want, _ = read_image(p)
+        assert np.array_equal(clean[p], want)
+        assert noisy[p].shape == want.shape and not np.array_equal(noisy[p], want)
