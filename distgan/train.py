@@ -249,6 +249,20 @@ def build_trainer(cfg: Config, strategy=None):
     return GANTrainer(cfg, placement, strategy or placement.strategy())
 
 
+def _save_on_sigterm() -> None:
+    """Treat SIGTERM (schedulers, preemption, `kill`) like Ctrl-C: checkpoint, then exit."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def train_local(cfg: Config, resume: bool = False, until: int | None = None) -> dict:
     """Train in this process: the single-GPU/CPU mode, no Ray."""
     from . import checkpoint
@@ -274,6 +288,7 @@ def train_local(cfg: Config, resume: bool = False, until: int | None = None) -> 
         )
     runlog = RunLog(cfg)
     runlog.start()
+    _save_on_sigterm()
     stream = ((s, batches.batch(s)) for s in range(start, total_steps(cfg)))
     summary = fit(trainer, stream, cfg, runlog, evals, until=until)
     summary["skipped_images"] = len(batches.bad)

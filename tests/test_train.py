@@ -86,7 +86,8 @@ def test_bad_config_key_exits_2(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     run = tmp_path / "r"
     p = subprocess.Popen(
         [sys.executable, "-m", "distgan", "train", *SMOKE, "--set", f"run.dir={run}",
@@ -95,7 +96,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not list((run / "checkpoints").glob("ckpt-*")):
         time.sleep(0.5)
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, err[-2000:]
     assert "checkpoint saved" in err and "Traceback" not in err
