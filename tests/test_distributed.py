@@ -55,7 +55,7 @@ def test_a_killed_worker_is_restored_from_its_checkpoint(ray_cluster, tmp_path):
     from ray.util.state import list_actors
 
     run = tmp_path / "run"
-    cfg = _cfg(tmp_path, "train.steps=16", "train.checkpoint_every=4", "train.eval_every=100",
+    cfg = _cfg(tmp_path, "train.steps=40", "train.checkpoint_every=4", "train.eval_every=100",
                "scaling.max_failures=2")
     out: dict = {}
     th = threading.Thread(target=lambda: out.update(train_ray(cfg)), daemon=True)
@@ -72,6 +72,6 @@ def test_a_killed_worker_is_restored_from_its_checkpoint(ray_cluster, tmp_path):
     os.kill(workers[0].pid, signal.SIGKILL)
     th.join(timeout=600)
     assert not th.is_alive()
-    total = 2 + 2 + 16
+    total = 2 + 2 + 40
     assert out["step"] == total and _steps(run)[-1] == total
     assert killed_at < total
