@@ -252,8 +252,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train.run_from_args(args)
 
 
-def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--config", "-c", required=required, help="YAML config (configs/*.yaml)")
+def add_config_args(p: argparse.ArgumentParser, help_text: str = "YAML config (configs/*.yaml)") -> None:
+    p.add_argument("--config", "-c", default=None, help=help_text)
     p.add_argument(
         "--set",
         action="append",
@@ -278,13 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     p.add_argument("--noise", required=True, metavar="SPEC", help="e.g. gaussian:25, random")
     p.add_argument("--seed", type=int, default=0)
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_noise)
 
     p = sub.add_parser("data", help="inspect the training data pipeline")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     q = dsub.add_parser("preview", help="grid of clean/noisy chunk pairs + throughput JSON")
-    _add_config_args(q)
+    add_config_args(q)
     q.add_argument("-o", "--output", required=True, metavar="GRID.png")
     q.add_argument("--batches", type=int, default=4, metavar="N")
     q.set_defaults(func=cmd_data_preview)
@@ -364,6 +364,10 @@ TF_COMMANDS = ("train", "denoise", "export", "eval")
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("distgan").setLevel(logging.INFO)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -122,36 +122,15 @@ def read_image(
     return rgb.astype(np.float32) / np.float32(full_scale(rgb.dtype)), info
 
 
-def decode_image(
-    data: bytes, name: str, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
-) -> tuple[np.ndarray, ImageInfo]:
-    rgb, info = decode_native(data, name, max_megapixels)
-    return rgb.astype(np.float32) / np.float32(full_scale(rgb.dtype)), info
-
-
 def decode_rgb8(
     data: bytes, name: str, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
 ) -> np.ndarray:
-    """Decode straight to RGB uint8 (the training pipeline's fast path): 8-bit RGB files
-    skip the float round trip; anything else goes through `decode_image`."""
-    if len(data) == 0:
-        raise ImageReadError(f"{name}: empty file (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if max_megapixels is not None and im.width * im.height > max_megapixels * 1e6:
-                raise ImageReadError(
-                    f"{name}: {im.width} x {im.height} is over the {max_megapixels:g} MP limit"
-                )
-            if im.mode == "RGB" and im.format in ("JPEG", "PNG", "WEBP", "BMP"):
-                im = ImageOps.exif_transpose(im)
-                im.load()
-                return np.asarray(im)
-    except ImageReadError:
-        raise
-    except Exception as e:
-        raise ImageReadError(f"{name}: not a readable image ({_reason(e)})") from None
-    rgb, _ = decode_image(data, name, max_megapixels)
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    """Decode straight to RGB uint8 (the training pipeline's input): 16-bit sources are
+    rounded down to 8 bits, alpha is dropped."""
+    rgb, _ = decode_native(data, name, max_megapixels)
+    if rgb.dtype == np.uint8:
+        return rgb
+    return np.rint(rgb.astype(np.float32) / np.float32(257.0)).astype(np.uint8)
 
 
 def _pil_to_array(im: Image.Image, data: bytes, suffix: str) -> np.ndarray:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, ConfigError, dump_config, load_config, to_dict
+from .config import Config, dump_config, load_config, to_dict
 from .errors import UserError
 
 log = logging.getLogger("distgan.train")
@@ -33,9 +33,9 @@ class TrainingDiverged(UserError):
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", default=None, help="YAML config (default: configs/default.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value; repeatable (e.g. --set train.steps=100)")
+    from .cli import add_config_args
+
+    add_config_args(p, "YAML config (default: configs/default.yaml)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run folder's latest checkpoint, with its config")
     p.add_argument("--local", action="store_true", help="train in this process, without Ray Train")
@@ -464,21 +464,10 @@ def _latest_str(folder: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import quiet_tensorflow
+    """`python -m distgan.train ...` is `distgan train ...`."""
+    from .cli import main as cli_main
 
-    quiet_tensorflow()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m distgan.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_args(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_from_args(args)
-    except (UserError, ConfigError) as e:
-        print(f"distgan: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
