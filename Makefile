@@ -20,8 +20,11 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m 'not slow'
 
+# The main job on the embedded default (scikit-image's sample photos), a few minutes on a
+# CPU. Run again, it resumes the same run folder (and, when finished, just reports).
 train: setup
-	$(PY) -m distgan.train --config configs/default.yaml --local
+	$(PY) -m distgan.train --config configs/default.yaml --local \
+	  $(if $(wildcard runs/default/checkpoints/ckpt-*),--resume,)
 
 lint: setup
 	$(PY) -m ruff check distgan tests benchmarks
