@@ -199,6 +199,14 @@ def fit_to_chunk(img: np.ndarray, chunk: int, small: str) -> np.ndarray | None:
     return img[ys][:, xs]
 
 
+def fitted(img: np.ndarray, d: DataConfig, name: str) -> np.ndarray:
+    """`fit_to_chunk`, raising (so the image is skipped and counted) where it says skip."""
+    out = fit_to_chunk(img, d.chunk, d.small_images)
+    if out is None:
+        raise ImageReadError(f"{name}: smaller than a {d.chunk} px chunk (data.small_images=skip)")
+    return out
+
+
 def crops_of(img: np.ndarray, chunk: int, k: int, rng: np.random.Generator) -> np.ndarray:
     """k random chunk x chunk crops, each randomly flipped/rotated (8 symmetries)."""
     h, w = img.shape[:2]
@@ -260,10 +268,7 @@ class LocalBatches:
         if i in self.bad:
             return None
         try:
-            img = fit_to_chunk(self.source.load(i, self.cfg.data), self.cfg.data.chunk,
-                               self.cfg.data.small_images)
-            if img is None:
-                raise ImageReadError(f"{self._name(i)}: smaller than a {self.cfg.data.chunk} px chunk")
+            img = fitted(self.source.load(i, self.cfg.data), self.cfg.data, self._name(i))
         except ImageReadError as e:
             self.bad[i] = str(e)
             log.warning("skipping %s", e)
@@ -309,6 +314,15 @@ class EvalImage:
     spec: str
 
 
+def eval_noise(img: np.ndarray, cfg: Config, index: int):
+    """The fixed noise of held-out image `index`: one random spec, seeded by the run's seed
+    and the index, so every evaluation of a run sees the same noisy images."""
+    rng = np.random.default_rng([cfg.run.seed, index, 0xE7A1])
+    spec = sample_spec(cfg.noise, rng)
+    noisy, params = add_noise(img, spec, rng)
+    return noisy, params, spec
+
+
 def eval_images(cfg: Config, source: Source) -> list[EvalImage]:
     """Held-out whole images with fixed, seeded noise (one random spec per image)."""
     from skimage.transform import resize
@@ -326,9 +340,7 @@ def eval_images(cfg: Config, source: Source) -> list[EvalImage]:
             s = edge / max(h, w)
             img = resize(img, (max(1, round(h * s)), max(1, round(w * s))), anti_aliasing=True)
             img = img.astype(np.float32)
-        rng = np.random.default_rng([cfg.run.seed, i, 0xE7A1])
-        spec = sample_spec(cfg.noise, rng)
-        noisy, params = add_noise(img, spec, rng)
+        noisy, params, spec = eval_noise(img, cfg, i)
         name = Path(source.paths[i]).name if source.paths else f"{source.name}[{i}]"
         out.append(EvalImage(name, img, noisy, params, str(spec)))
     return out
@@ -370,9 +382,7 @@ def chunk_batch(batch: dict[str, np.ndarray], cfg: Config, stats=None) -> dict[s
         row = {k: v[i] for k, v in batch.items()}
         key = str(row["path"])
         try:
-            img = fit_to_chunk(decode_item(row, d), d.chunk, d.small_images)
-            if img is None:
-                raise ImageReadError(f"{key}: smaller than a {d.chunk} px chunk (data.small_images=skip)")
+            img = fitted(decode_item(row, d), d, key)
         except ImageReadError as e:
             log.warning("skipping %s", e)
             skipped.append(str(e))
@@ -500,8 +510,7 @@ def eval_chunk_batch(batch: dict[str, np.ndarray], cfg: Config) -> dict[str, np.
         except ImageReadError as e:
             log.warning("skipping eval image %s", e)
             continue
-        rng = np.random.default_rng([cfg.run.seed, int(idx), 0xE7A1])
-        noisy, params = add_noise(img, sample_spec(cfg.noise, rng), rng)
+        noisy, params, _ = eval_noise(img, cfg, int(idx))
         clean_t, layout = split(img, d.chunk)
         noisy_t, _ = split(noisy, d.chunk)
         n = layout.n_tiles

@@ -22,9 +22,6 @@ from .config import Config
 from .models import build_decoder, build_discriminator, build_encoder, build_generator
 from .parallel import Placement
 
-PHASES = ("pretrain_g", "pretrain_d", "gan")
-
-
 def phase_of(step: int, cfg: Config) -> str:
     t = cfg.train
     if step < t.pretrain_g_steps:

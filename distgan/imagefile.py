@@ -61,14 +61,6 @@ def split_channels(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, bool
     return np.ascontiguousarray(rgb), alpha, grey
 
 
-def to_rgb_float(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int, bool]:
-    """Any decoded array -> (RGB float32 in [0, 1], alpha float32 or None, bits, grey)."""
-    rgb, alpha, grey = split_channels(arr)
-    scale = np.float32(full_scale(rgb.dtype))
-    a = None if alpha is None else alpha.astype(np.float32) / scale
-    return rgb.astype(np.float32) / scale, a, 8 if rgb.dtype == np.uint8 else 16, grey
-
-
 def _reason(e: Exception) -> str:
     if isinstance(e, Image.UnidentifiedImageError):
         return "unknown format or corrupt data"

@@ -248,12 +248,3 @@ def add_noise(
     for kind, level in spec.parts:
         out = _apply(out, kind, level, rng, spec.clip)
     return np.asarray(out, np.float32), params_of(spec)
-
-
-def add_random_noise(
-    image: np.ndarray, cfg: NoiseConfig, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, NoiseSpec]:
-    """Draw a spec from `cfg`, apply it, and also return the spec (for logs and stats)."""
-    spec = sample_spec(cfg, rng)
-    noisy, params = add_noise(image, spec, rng)
-    return noisy, params, spec
