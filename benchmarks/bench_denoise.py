@@ -6,6 +6,8 @@
   - on one 0.25 MP image: scikit-image's denoise_nl_means (fast mode) and BM3D (bm3d_rgb with
     the true sigma), as s/MP ratios against ours
   - linearity: t(100 MP) / t(1 MP)
+  - the same at 4 MP in float32, against the default precision ("auto": bfloat16 on a CPU
+    with AVX512-BF16/AMX, as here)
 
 `--quick` runs 0.25, 1 and 4 MP only.
 """
@@ -44,11 +46,11 @@ def synthetic(mp: float, seed: int = 0) -> np.ndarray:
     return out
 
 
-def child(mp: float, model: str) -> None:
+def child(mp: float, model: str, precision: str) -> None:
     """One size, in this fresh process: prints a JSON object."""
     from distgan.denoise import denoise_array, load_denoiser
 
-    den = load_denoiser(model)
+    den = load_denoiser(model, precision)
     warm = synthetic(0.05)
     denoise_array(den, warm, noise_level=10)  # tracing is not throughput
     img = synthetic(mp)
@@ -56,7 +58,7 @@ def child(mp: float, model: str) -> None:
     t0 = time.perf_counter()
     denoise_array(den, img, noise_level=10)
     dt = time.perf_counter() - t0
-    print(json.dumps({"mp": mp, "seconds": dt, "peak_rss_mb": peak_rss_mb(),
+    print(json.dumps({"mp": mp, "seconds": dt, "precision": den.precision, "peak_rss_mb": peak_rss_mb(),
                       "rss_before_mb": rss_before, "shape": list(img.shape)}))
 
 
@@ -70,8 +72,8 @@ def model_file() -> str:
     return path
 
 
-def run_child(mp: float, model: str) -> dict:
-    r = subprocess.run([sys.executable, __file__, "--child", str(mp), model],
+def run_child(mp: float, model: str, precision: str = "auto") -> dict:
+    r = subprocess.run([sys.executable, __file__, "--child", str(mp), model, precision],
                        capture_output=True, text=True, cwd=ROOT, timeout=3600)
     if r.returncode:
         raise RuntimeError(r.stderr[-2000:])
@@ -85,8 +87,12 @@ def main() -> None:
     for mp in sizes:
         res[mp] = run_child(mp, model)
         emit(bench="denoise", method="distgan", megapixels=mp,
-             s_per_mp=round(res[mp]["seconds"] / mp, 3),
+             s_per_mp=round(res[mp]["seconds"] / mp, 3), precision=res[mp]["precision"],
              peak_rss_mb=round(res[mp]["peak_rss_mb"]), shape=res[mp]["shape"])
+    f32 = run_child(4, model, "float32")
+    emit(bench="denoise", method="distgan", megapixels=4, precision="float32",
+         s_per_mp=round(f32["seconds"] / 4, 3), peak_rss_mb=round(f32["peak_rss_mb"]),
+         ratio_to_default=round(f32["seconds"] / res[4]["seconds"], 2))
     ours = res[0.25]["seconds"] / 0.25
     img = synthetic(0.25).astype(np.float32) / 255
     noisy = np.clip(img + np.random.default_rng(1).normal(0, 25 / 255, img.shape), 0, 1)
@@ -113,6 +119,6 @@ def main() -> None:
 if __name__ == "__main__":
     if "--child" in sys.argv:
         i = sys.argv.index("--child")
-        child(float(sys.argv[i + 1]), sys.argv[i + 2])
+        child(float(sys.argv[i + 1]), sys.argv[i + 2], sys.argv[i + 3])
     else:
         main()

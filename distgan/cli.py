@@ -154,7 +154,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
     files, problems = expand_inputs(args.inputs)
     pairs = _denoise_targets(args, files)
-    den = load_denoiser(args.model)
+    den = load_denoiser(args.model, args.precision)
     if args.ray:
         results = _denoise_on_ray(args, pairs)
     else:
@@ -189,7 +189,7 @@ def _denoise_on_ray(args, pairs: list[tuple[Path, Path]]) -> list[dict]:
             from .denoise import load_denoiser
 
             self.opts = argparse.Namespace(**opts)
-            self.den = load_denoiser(self.opts.model)
+            self.den = load_denoiser(self.opts.model, self.opts.precision)
 
         def __call__(self, batch: dict) -> dict:
             rows = []
@@ -200,8 +200,8 @@ def _denoise_on_ray(args, pairs: list[tuple[Path, Path]]) -> list[dict]:
                     rows.append({"input": str(src), "error": str(e)})
             return {"result": [json.dumps(r) for r in rows]}
 
-    opts = {k: getattr(args, k) for k in ("model", "strength", "noise_level", "tile",
-                                          "overlap", "max_megapixels")}
+    opts = {k: getattr(args, k) for k in ("model", "precision", "strength", "noise_level",
+                                          "tile", "overlap", "max_megapixels")}
     items = [{"input": str(a.resolve()), "output": str(b.resolve())} for a, b in pairs]
     ds = ray.data.from_items(items).map_batches(
         DenoiseActor, fn_constructor_kwargs={"opts": opts}, batch_size=1,
@@ -299,9 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="y = (1 - I) x + I f(x); 0 = unchanged, 1 = full (default)")
     p.add_argument("--noise-level", default="auto", metavar="SIGMA|SPEC|auto",
                    help="gaussian sigma on 0-255, a noise spec, or auto (estimated)")
-    p.add_argument("--tile", type=int, default=None, help="tile size (default: 256, or the "
+    p.add_argument("--tile", type=int, default=None, help="tile size (default: 512, or the "
                    "model's chunk for a model with a dense latent)")
-    p.add_argument("--overlap", type=int, default=None, help="tile overlap (default tile/8)")
+    p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="auto: bfloat16 where the CPU (AVX512-BF16/AMX) or GPU has it")
+    p.add_argument("--overlap", type=int, default=None, help="tile overlap (default: min(32, tile/4))")
     p.add_argument("--overwrite", action="store_true", help="allow writing over the input")
     p.add_argument("--max-megapixels", type=float, default=1000.0)
     p.add_argument("--ray", action="store_true", help="spread the files over the Ray cluster")

@@ -108,9 +108,7 @@ def split(image: np.ndarray, tile: int, overlap: int = 0) -> tuple[np.ndarray, L
     """Cut `image` (H x W or H x W x C) into (n_tiles, tile, tile[, C]) tiles, row-major."""
     image = np.asarray(image)
     layout = make_layout(image.shape, tile, overlap)
-    ys = mirror_index(np.arange(layout.padded_height), layout.height)
-    xs = mirror_index(np.arange(layout.padded_width), layout.width)
-    padded = _as3d(image)[ys][:, xs]
+    padded = mirror_pad(_as3d(image), layout.padded_height, layout.padded_width)
     return np.ascontiguousarray(_windows(padded, layout, layout.rows)), layout
 
 
@@ -142,13 +140,39 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
     return w
 
 
+def round_into(values: np.ndarray, dtype) -> np.ndarray:
+    """Float pixel values rounded and clipped to an integer dtype's range, in place."""
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(values, out=values), info.min, info.max, out=values)
+
+
+def mirror_pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`image` grown at the bottom and right to height x width by mirroring, as tiles are."""
+    ys = mirror_index(np.arange(height), image.shape[0])
+    xs = mirror_index(np.arange(width), image.shape[1])
+    return image[ys][:, xs]
+
+
+def _weight_sums(w: np.ndarray, n: int, stride: int, length: int) -> np.ndarray:
+    """Sum of the 1-D window over n tiles at `stride`, along an axis of `length` pixels."""
+    out = np.zeros(length, np.float64)
+    for i in range(n):
+        out[i * stride : i * stride + len(w)] += w
+    return out
+
+
 class RowJoiner:
     """Blend rows of tiles into `out` as they arrive; the streaming `join`.
 
-    Keeps only a float64 band of `tile` pixel rows of the padded width. Pixel rows that
-    no later tile row touches are normalised, cast and written to `out` as soon as they
-    are final. Call `add_row` once per tile row, in order.
+    Keeps one band of `tile` pixel rows of the padded width: float32 for an integer output
+    (exact after rounding: a uint16 value has 16 of float32's 24 bits), float64 for a float
+    one. The blend weights are a separable product w(y) w(x) on a regular grid, so their
+    sum is too and is kept as two 1-D arrays. Pixel rows that no later tile row touches are
+    normalised, cast and written to `out` as soon as they are final. Call `add_row` once per
+    tile row, in order.
     """
+
+    EMIT_ROWS = 64  # pixel rows normalised at a time: bounds the temporaries
 
     def __init__(self, layout: Layout, out: np.ndarray | None = None, dtype=np.float32):
         self.layout = layout
@@ -156,52 +180,55 @@ class RowJoiner:
         if self.out.shape != layout.shape:
             raise ValueError(f"output has shape {self.out.shape}, layout wants {layout.shape}")
         c = max(layout.channels, 1)
-        t = layout.tile
-        self._acc = np.zeros((t, layout.padded_width, c), np.float64)
-        self._wsum = np.zeros((t, layout.padded_width, 1), np.float64)
+        t, s = layout.tile, layout.stride
+        acc = np.float32 if np.issubdtype(self.out.dtype, np.integer) else np.float64
+        self._acc = np.zeros((t, layout.padded_width, c), acc)
         w = blend_window(t, layout.overlap)
-        self._w2 = (w[:, None] * w[None, :])[..., None]
+        self._w2 = (w[:, None] * w[None, :])[..., None].astype(acc)
+        self._wy = _weight_sums(w, layout.rows, s, layout.padded_height)
+        self._wx = _weight_sums(w, layout.cols, s, layout.padded_width)[None, :, None]
         self._row = 0
 
-    def add_row(self, tiles: np.ndarray) -> None:
+    def add_row(self, tiles) -> None:
+        """Add one row of `cols` tiles: an array, or an iterable of batches of tiles (so a
+        row's model outputs never need to exist all at once)."""
         lay = self.layout
         t, s = lay.tile, lay.stride
         if self._row >= lay.rows:
             raise ValueError("all tile rows were already added")
-        tiles = _as3d(tiles) if lay.channels else np.asarray(tiles)[..., None]
-        if tiles.shape[0] != lay.cols or tiles.shape[1:3] != (t, t):
-            raise ValueError(f"expected {lay.cols} tiles of {t} x {t}, got {tiles.shape}")
-        if lay.overlap == 0:  # no blending: tiles butt together, a pure reshape
-            strip = tiles.transpose(1, 0, 2, 3).reshape(t, lay.cols * t, -1)
-            self._emit(strip, t)
-        else:
-            for c in range(lay.cols):
+        c = 0
+        for batch in [tiles] if isinstance(tiles, np.ndarray) else tiles:
+            batch = _as3d(batch) if lay.channels else np.asarray(batch)[..., None]
+            if batch.ndim != 4 or batch.shape[1:3] != (t, t) or c + len(batch) > lay.cols:
+                raise ValueError(f"expected {lay.cols} tiles of {t} x {t}, got a batch of "
+                                 f"{batch.shape} after {c}")
+            for tile in batch:
                 x = c * s
-                self._acc[:, x : x + t] += tiles[c] * self._w2
-                self._wsum[:, x : x + t] += self._w2
-            last = self._row == lay.rows - 1
-            done = t if last else s
-            self._emit(self._acc[:done] / self._wsum[:done], done)
-            # Shift the band up by one stride (numpy copies safely between overlapping views).
-            self._acc[: t - s] = self._acc[s:]
-            self._wsum[: t - s] = self._wsum[s:]
-            self._acc[t - s :] = 0
-            self._wsum[t - s :] = 0
+                if lay.overlap:
+                    self._acc[:, x : x + t] += tile * self._w2
+                else:  # tiles butt together: a copy
+                    self._acc[:, x : x + t] = tile
+                c += 1
+        if c != lay.cols:
+            raise ValueError(f"expected {lay.cols} tiles of {t} x {t}, got {c}")
+        last = self._row == lay.rows - 1
+        self._emit(t if last else s)
+        # Shift the band up by one stride (numpy copies safely between overlapping views).
+        self._acc[: t - s] = self._acc[s:]
+        self._acc[t - s :] = 0
         self._row += 1
 
-    def _emit(self, pixels: np.ndarray, n: int) -> None:
-        """Write the first n finished pixel rows of the current tile row."""
+    def _emit(self, n: int) -> None:
+        """Normalise and write the first n pixel rows of the band, if inside the image."""
         lay = self.layout
         y0 = self._row * lay.stride
-        y1 = min(y0 + n, lay.height)
-        if y1 <= y0:
-            return
-        block = pixels[: y1 - y0, : lay.width]
-        block = block if lay.channels else block[..., 0]
-        if np.issubdtype(self.out.dtype, np.integer):
-            info = np.iinfo(self.out.dtype)
-            block = np.clip(np.rint(block), info.min, info.max)
-        self.out[y0:y1] = block
+        integer = np.issubdtype(self.out.dtype, np.integer)
+        for i in range(0, min(n, lay.height - y0), self.EMIT_ROWS):
+            j = min(i + self.EMIT_ROWS, n, lay.height - y0)
+            wy = self._wy[y0 + i : y0 + j, None, None]
+            block = self._acc[i:j, : lay.width] / (wy * self._wx[:, : lay.width])
+            block = block if lay.channels else block[..., 0]
+            self.out[y0 + i : y0 + j] = round_into(block, self.out.dtype) if integer else block
 
     def result(self) -> np.ndarray:
         if self._row != self.layout.rows:

@@ -40,19 +40,43 @@ def trained_run(tmp_path_factory) -> str:
 SIZES = [(1, 1), (7, 9), (500, 333), (2000, 23)]
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 @pytest.mark.parametrize("hw", SIZES)
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
-def test_identity_model_gives_the_input_back_exactly(identity_model, hw, dtype):
+def test_identity_model_gives_the_input_back_exactly(identity_model, hw, dtype, precision):
     rng = np.random.default_rng(0)
     if dtype == np.float32:
         x = rng.random((*hw, 3)).astype(np.float32)
     else:
         x = rng.integers(0, np.iinfo(dtype).max + 1, (*hw, 3)).astype(dtype)
-    den = load_denoiser(identity_model)
+    den = load_denoiser(identity_model, precision)
     for tile, overlap in [(None, None), (32, 8), (64, 0)]:
         y = denoise_array(den, x, tile=tile, overlap=overlap)
         assert y.dtype == x.dtype and y.shape == x.shape
         assert np.array_equal(y, x), (hw, tile, overlap)
+
+
+def test_bfloat16_computes_in_bfloat16_keeps_a_float32_head_and_agrees():
+    from distgan.denoise import _all_layers
+
+    f32 = load_denoiser(None, "float32")  # the shipped model
+    b16 = load_denoiser(None, "bfloat16")
+    policies = {la.name: la.dtype_policy.name for la in _all_layers(b16.generator)}
+    assert policies["enc0_conv"] == policies["dec0_conv"] == "mixed_bfloat16"
+    assert policies["noise_out"] == policies["denoised"] == "float32"
+    assert b16.generator.get_layer("decoder").get_layer("noise_out").variables[0].dtype == "float32"
+    yy, xx = np.mgrid[0:96, 0:128] / 96
+    clean = np.stack([0.5 + 0.3 * np.sin(5 * xx + c) * np.cos(3 * yy) for c in range(3)], -1)
+    noisy = np.clip(clean + np.random.default_rng(5).normal(0, 0.1, clean.shape), 0, 1)
+    noisy = noisy.astype(np.float32)
+    a = denoise_array(f32, noisy, noise_level=25.5)
+    b = denoise_array(b16, noisy, noise_level=25.5)
+    assert a.dtype == b.dtype == np.float32
+    mse = lambda y: float(np.mean((y - clean) ** 2))
+    assert mse(a) < 0.5 * mse(noisy)  # the model does denoise
+    assert abs(10 * np.log10(mse(a) / mse(b))) < 0.05  # and bfloat16 costs < 0.05 dB
+    with pytest.raises(UserError, match="precision"):
+        load_denoiser(None, "fp8")
 
 
 def test_strength(trained_run):
