@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--markdown", default=None, help="also write the table here")
     args = ap.parse_args()
     files = list_images(args.data)
+    if not files:
+        raise SystemExit(f"bench_quality: no images in {args.data}")
     files = files[: args.limit] if args.limit else files
     rep = run_eval(files, [parse_spec(s) for s in SPECS], METHODS, args.model, seed=0)
     for r in rep["results"]:

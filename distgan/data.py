@@ -415,7 +415,8 @@ def _items(source: Source, epochs: int, seed: int) -> list[dict]:
 
 
 def data_resource_limits(cfg: Config) -> None:
-    """Cap Ray Data at the CPUs reserved for it, so trainers and data never starve each other."""
+    """Cap Ray Data at the CPUs reserved for it, so trainers and data never starve each
+    other, and stop its scheduler spinning while the trainers are behind."""
     import ray
     from ray.data import DataContext
     from ray.data._internal.execution.interfaces.execution_options import ExecutionResources
@@ -425,6 +426,11 @@ def data_resource_limits(cfg: Config) -> None:
     cpus = cfg.scaling.reserved_data_cpus or total
     ctx.execution_options.resource_limits = ExecutionResources(cpu=cpus)
     ctx.enable_progress_bars = False
+    from .rayhooks import IdleBackoff
+
+    if IdleBackoff not in ctx.custom_execution_callback_classes:
+        ctx.custom_execution_callback_classes = [*ctx.custom_execution_callback_classes,
+                                                 IdleBackoff]
 
 
 def build_dataset(cfg: Config, source: Source, epochs: int = 1, stats=None):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from .errors import UserError
 from .denoise import Infer, apply_tiled, with_params
 
 
@@ -107,6 +108,8 @@ def run_eval(files, specs, methods, model=None, seed=0, progress=None) -> dict:
     from .baselines import BASELINES
     from .imagefile import read_image
 
+    if not files:
+        raise UserError("eval: no images to score")
     den = None
     if "distgan" in methods:
         from .denoise import denoise_array, load_denoiser
