@@ -299,11 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="y = (1 - I) x + I f(x); 0 = unchanged, 1 = full (default)")
     p.add_argument("--noise-level", default="auto", metavar="SIGMA|SPEC|auto",
                    help="gaussian sigma on 0-255, a noise spec, or auto (estimated)")
-    p.add_argument("--tile", type=int, default=None, help="tile size (default: 512, or the "
+    p.add_argument("--tile", type=int, default=None, help="tile size (default: up to 384, or the "
                    "model's chunk for a model with a dense latent)")
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="auto: bfloat16 where the CPU (AVX512-BF16/AMX) or GPU has it")
-    p.add_argument("--overlap", type=int, default=None, help="tile overlap (default: min(32, tile/4))")
+    p.add_argument("--overlap", type=int, default=None, help="tile overlap (default: min(16, tile/4))")
     p.add_argument("--overwrite", action="store_true", help="allow writing over the input")
     p.add_argument("--max-megapixels", type=float, default=1000.0)
     p.add_argument("--ray", action="store_true", help="spread the files over the Ray cluster")
