@@ -416,7 +416,7 @@ def _items(source: Source, epochs: int, seed: int) -> list[dict]:
 
 def data_resource_limits(cfg: Config) -> None:
     """Cap Ray Data at the CPUs reserved for it, so trainers and data never starve each
-    other, and stop its scheduler spinning while the trainers are behind."""
+    other, and let its scheduler sleep when it spins while the trainers are behind."""
     import ray
     from ray.data import DataContext
     from ray.data._internal.execution.interfaces.execution_options import ExecutionResources
