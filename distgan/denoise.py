@@ -124,14 +124,14 @@ class Denoiser:
         image with the same number of tiles. A model with a dense latent takes its chunk.
         """
         if not self.fully_convolutional:
-            return self.chunk, max(8, self.chunk // 8), max(1, TILE**2 // self.chunk**2)
+            return self.chunk, max(8, self.chunk // 8), _batch(self.chunk)
         h, w = shape[:2]
         tile = max(16, min(TILE, _round16(max(h, w))))
         overlap = min(OVERLAP, tile // 4)
         lay = make_layout(shape, tile, overlap)
         need = max(-(-(h - overlap) // lay.rows), -(-(w - overlap) // lay.cols)) + overlap
         tile = max(_round16(need), 16, overlap + 1)
-        return tile, overlap, max(1, TILE**2 // tile**2)
+        return tile, overlap, _batch(tile)
 
     def fits_whole(self, shape: tuple[int, ...]) -> bool:
         """Small images skip tiling: one call on the image mirrored out to a multiple of 16."""
@@ -140,6 +140,11 @@ class Denoiser:
 
 def _round16(n: int) -> int:
     return -(-n // 16) * 16
+
+
+def _batch(tile: int) -> int:
+    """Tiles per model call: as many as make up one TILE x TILE tile's pixels."""
+    return max(1, TILE**2 // tile**2)
 
 
 def bfloat16_supported() -> bool:
@@ -335,7 +340,7 @@ def denoise_array(
         return apply_whole(run, image)
     t0, o0, b0 = den.tiling(image.shape)
     if tile:
-        o0, b0 = min(o0, tile // 4), max(1, TILE**2 // tile**2)
+        o0, b0 = min(o0, tile // 4), _batch(tile)
     tile, overlap, batch_size = tile or t0, o0 if overlap is None else overlap, batch_size or b0
     if not den.fully_convolutional and tile != den.chunk:
         raise UserError(f"this model has a dense latent: --tile must be {den.chunk}")
