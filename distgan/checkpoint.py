@@ -98,7 +98,8 @@ def read_config(ckpt: str | Path) -> Config:
 
 
 def restore(trainer, ckpt: str | Path) -> int:
-    """Load G, D, both optimizers and the step from `ckpt`; return the step."""
+    """Load G, D, both optimizers (all but their learning rates) and the step from `ckpt`;
+    return the step."""
     ckpt = Path(ckpt)
     try:
         trainer.generator.load_weights(ckpt / "generator.weights.h5")
@@ -111,7 +112,10 @@ def restore(trainer, ckpt: str | Path) -> int:
             if len(names) != len(opt.variables):
                 raise CheckpointError(f"{ckpt}: optimizer state does not fit this model")
             for name, var in zip(names, opt.variables):
-                var.assign(arrays[name])
+                # The learning rate is the config's, not the checkpoint's: lowering
+                # train.lr_g/lr_d on --resume is how a run is fine-tuned.
+                if not var.path.endswith("/learning_rate"):
+                    var.assign(arrays[name])
     step = read_state(ckpt)["step"]
     trainer.step.assign(step)
     return step

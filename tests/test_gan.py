@@ -73,3 +73,20 @@ def test_losses_are_finite_and_d_accuracy_is_a_fraction():
     out = t.train_on("gan", _batch(cfg))
     assert {"d_loss", "d_acc", "g_loss", "g_adv", "mse"} <= set(out)
     assert all(np.isfinite(v) for v in out.values()) and 0 <= out["d_acc"] <= 1
+
+
+def test_resume_takes_the_learning_rates_from_the_config(tmp_path):
+    from distgan import checkpoint
+
+    cfg = _cfg("train.lr_g=0.001", "train.lr_d=0.002")
+    trainer = build_trainer(cfg)
+    trainer.train_on("pretrain_g", _batch(cfg))
+    saved = checkpoint.save(trainer, tmp_path, keep=1)
+    fine = _cfg("train.lr_g=0.0001", "train.lr_d=0.0002")
+    again = build_trainer(fine)
+    checkpoint.restore(again, saved)
+    assert np.isclose(float(again.g_opt.learning_rate.numpy()), 1e-4)
+    assert np.isclose(float(again.d_opt.learning_rate.numpy()), 2e-4)
+    # everything else comes from the checkpoint
+    assert int(again.g_opt.iterations.numpy()) == int(trainer.g_opt.iterations.numpy()) == 1
+    assert all(np.array_equal(a, b) for a, b in zip(_snapshot(again.generator), _snapshot(trainer.generator)))
