@@ -3,11 +3,13 @@
   (a) paper      a faithful re-implementation of the paper's generator: a loader thread and
                  worker threads, 15x image oversampling, whole images noised then cut, into a
                  preallocated 6-D (epoch, gen+disc steps, batch, h, w, rgb) array
-  (b) inprocess  distgan's transform (decode -> crops -> noise) in one process
-  (c) ray_1cpu / ray_2cpu   the same through Ray Data, with 1 and 2 CPUs
+  (b) inprocess  distgan's transform (decode -> crops -> noise) in one process, with 64
+                 crops per decoded photo and with 192 (the paper's chunks per photo per pass)
+  (c) ray_1cpu / ray_2cpu   the same through Ray Data, with 1 and 2 CPUs (64 crops)
 
-then where (b)'s time goes: decode, crop, noise, and the floor of drawing the random numbers
-alone. One JSON line each; ratios are per core against (a). `--quick` for a short run.
+then where (b)'s time goes: decode, crop, noise (and the scikit-image reference noise it
+replaced), against the floors of drawing the random numbers alone. One JSON line each;
+ratios are per core against (a). `--quick` for a short run.
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ from distgan.config import load_config
 from distgan.data import chunk_batch, crops_of, noisy_chunks
 from distgan.imagefile import decode_rgb8
 from distgan.noise import add_noise, sample_spec
+from distgan.noisebatch import normals
 from distgan.tiling import split
 
 CHUNK = 64
+# The paper cuts every whole 64 px chunk of a 1024 x 768 photo, 192 of them per pass; at
+# that count distgan's per-chunk share of the decode is the paper's.
+K_PAPER = 192
+EPOCHS = int(__import__("os").environ.get("BENCH_DATA_EPOCHS", "4"))  # passes through Ray Data
 
 
 def cfg_for(k: int, workers: int = 1):
@@ -90,7 +97,7 @@ def through_ray(paths, k: int, cpus: int) -> tuple[int, float]:
     raysession.connect(num_cpus=2)
     cfg = cfg_for(k, cpus).replace(scaling={"reserved_data_cpus": float(cpus)})
     data_resource_limits(cfg)
-    ds = build_dataset(cfg, Source("bench", tuple(map(str, paths))), epochs=2)
+    ds = build_dataset(cfg, Source("bench", tuple(map(str, paths))), epochs=EPOCHS)
     it = tf_batches(ds, 256, 0)
     next(it)  # start-up (workers, imports) is not throughput
     n, t0 = 0, time.perf_counter()
@@ -100,6 +107,8 @@ def through_ray(paths, k: int, cpus: int) -> tuple[int, float]:
 
 
 def breakdown(paths, k: int) -> dict:
+    """Per chunk: decode, crop, noise (the batched float32 path the pipeline uses, and the
+    scikit-image reference it replaced), against the floors of drawing the numbers alone."""
     cfg = cfg_for(k)
     rng = np.random.default_rng(0)
     t = time.perf_counter()
@@ -113,12 +122,24 @@ def breakdown(paths, k: int) -> dict:
         noisy_chunks(c, cfg, rng)
     noise = time.perf_counter() - t
     n = k * len(paths)
+    sub = crops[: max(1, len(crops) // 8)]  # the reference is slow: time an eighth
     t = time.perf_counter()
-    for _ in range(n):
-        rng.standard_normal((CHUNK, CHUNK, 3))
-    floor = time.perf_counter() - t
+    for c in sub:
+        for crop_ in c:
+            add_noise(crop_.astype(np.float32) / 255, sample_spec(cfg.noise, rng), rng)
+    reference = (time.perf_counter() - t) / (k * len(sub))
+    values = CHUNK * CHUNK * 3
+    floors = {}
+    for name, draw in (("rng_floor_bits", lambda: rng.bit_generator.random_raw(values // 2)),
+                       ("rng_floor_normals_f32", lambda: normals(rng, (values,))),
+                       ("rng_floor_normals_f64", lambda: rng.standard_normal(values))):
+        t = time.perf_counter()
+        for _ in range(n):
+            draw()
+        floors[name] = (time.perf_counter() - t) / n
     return {"decode_us_per_chunk": 1e6 * decode / n, "crop_us_per_chunk": 1e6 * crop / n,
-            "noise_us_per_chunk": 1e6 * noise / n, "rng_floor_us_per_chunk": 1e6 * floor / n}
+            "noise_us_per_chunk": 1e6 * noise / n, "noise_reference_us_per_chunk": 1e6 * reference,
+            **{f"{k_}_us_per_chunk": 1e6 * v for k_, v in floors.items()}}
 
 
 def main() -> None:
@@ -129,10 +150,11 @@ def main() -> None:
     a_core = n_a / t_a / 2  # two worker threads on two cores
     emit(bench="data", method="paper", corpus=name, chunks=n_a, chunks_per_s=round(n_a / t_a),
          chunks_per_s_per_core=round(a_core), cores=2)
-    n_b, t_b = inprocess(paths, k)
-    emit(bench="data", method="inprocess", corpus=name, crops_per_image=k, chunks=n_b,
-         chunks_per_s=round(n_b / t_b), chunks_per_s_per_core=round(n_b / t_b),
-         ratio_per_core_vs_paper=round(n_b / t_b / a_core, 2), cores=1)
+    for kk in (k, K_PAPER):
+        n_b, t_b = inprocess(paths, kk)
+        emit(bench="data", method="inprocess", corpus=name, crops_per_image=kk, chunks=n_b,
+             chunks_per_s=round(n_b / t_b), chunks_per_s_per_core=round(n_b / t_b),
+             ratio_per_core_vs_paper=round(n_b / t_b / a_core, 2), cores=1)
     for cpus in (1, 2):
         n_c, t_c = through_ray(paths, k, cpus)
         emit(bench="data", method=f"ray_{cpus}cpu", corpus=name, crops_per_image=k, chunks=n_c,

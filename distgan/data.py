@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, DataConfig
+from .config import NOISE_KINDS, Config, DataConfig
 from .errors import UserError
 from .imagefile import ImageReadError, decode_rgb8, list_images
-from .noise import N_PARAMS, add_noise, sample_spec
+from .noise import N_PARAMS, add_noise, sample_spec, sample_specs
+from .noisebatch import add_noise_batch
 from .tiling import mirror_index
 
 log = logging.getLogger("distgan.data")
@@ -227,18 +228,23 @@ def kind_label(spec) -> str:
 
 
 def noisy_chunks(
-    crops: np.ndarray, cfg: Config, rng: np.random.Generator
+    crops: np.ndarray, cfg: Config, rng: np.random.Generator,
+    out: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Noise each uint8 crop with its own random spec -> float32 {clean, noisy, params}."""
-    clean = crops.astype(np.float32) / np.float32(255.0)
-    noisy = np.empty_like(clean)
-    params = np.empty((len(crops), N_PARAMS), np.float32)
-    kinds = []
-    for i in range(len(crops)):
-        spec = sample_spec(cfg.noise, rng)
-        noisy[i], params[i] = add_noise(clean[i], spec, rng)
-        kinds.append(kind_label(spec))
-    return {"clean": clean, "noisy": noisy, "params": params, "kind": np.array(kinds)}
+    """Noise each uint8 crop with its own random spec -> float32 {clean, noisy, params}.
+
+    The crops are i.i.d., so they are reordered by their first noise kind: each kind is
+    then noised in one call on a contiguous view (`noisebatch.add_noise_batch`). `out`
+    may hold preallocated float32 'clean' and 'noisy' arrays of len(crops) chunks.
+    """
+    specs = sample_specs(cfg.noise, rng, len(crops))
+    order = sorted(range(len(specs)), key=lambda i: NOISE_KINDS.index(specs[i].parts[0][0]))
+    specs = [specs[i] for i in order]
+    clean = np.empty(crops.shape, np.float32) if out is None else out["clean"]
+    np.divide(crops[order], np.float32(255.0), out=clean, dtype=np.float32)
+    noisy, params = add_noise_batch(clean, specs, rng, None if out is None else out["noisy"])
+    return {"clean": clean, "noisy": noisy, "params": params,
+            "kind": np.array([kind_label(s) for s in specs])}
 
 
 # ------------------------------------------------------------- local batches
@@ -378,6 +384,10 @@ def chunk_batch(batch: dict[str, np.ndarray], cfg: Config, stats=None) -> dict[s
     d = cfg.data
     parts, skipped, kinds = [], [], Counter()
     n = len(batch["path"])
+    k, c = d.crops_per_image, d.chunk
+    # Every image's rows are written in place into one preallocated pair of arrays.
+    clean = np.empty((n * k, c, c, 3), np.float32)
+    noisy = np.empty_like(clean)
     for i in range(n):
         row = {k: v[i] for k, v in batch.items()}
         key = str(row["path"])
@@ -388,16 +398,17 @@ def chunk_batch(batch: dict[str, np.ndarray], cfg: Config, stats=None) -> dict[s
             skipped.append(str(e))
             continue
         rng = image_rng(cfg.run.seed, int(row.get("epoch", 0)), key)
-        out = noisy_chunks(crops_of(img, d.chunk, d.crops_per_image, rng), cfg, rng)
+        rows = slice(len(parts) * k, (len(parts) + 1) * k)
+        out = noisy_chunks(crops_of(img, c, k, rng), cfg, rng,
+                           out={"clean": clean[rows], "noisy": noisy[rows]})
         kinds.update(out["kind"].tolist())
         parts.append(out)
     if stats is not None:
         stats.add.remote(n - len(skipped), skipped, dict(kinds))
-    if not parts:
-        c = d.chunk
-        return {"clean": np.zeros((0, c, c, 3), np.float32), "noisy": np.zeros((0, c, c, 3), np.float32),
-                "params": np.zeros((0, N_PARAMS), np.float32), "kind": np.zeros((0,), "<U1")}
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    used = len(parts) * k
+    return {"clean": clean[:used], "noisy": noisy[:used],
+            "params": np.concatenate([p["params"] for p in parts] or [np.zeros((0, N_PARAMS), np.float32)]),
+            "kind": np.concatenate([p["kind"] for p in parts] or [np.zeros((0,), "<U1")])}
 
 
 def _items(source: Source, epochs: int, seed: int) -> list[dict]:
