@@ -444,6 +444,9 @@ def data_resource_limits(cfg: Config) -> None:
                                                  IdleBackoff]
 
 
+CHUNKS_PER_TASK = 512  # ~50 MB of float32 rows at 64 px
+
+
 def build_dataset(cfg: Config, source: Source, epochs: int = 1, stats=None):
     """A streaming `ray.data.Dataset` of noisy chunk rows: read -> decode -> crops -> noise.
 
@@ -456,7 +459,11 @@ def build_dataset(cfg: Config, source: Source, epochs: int = 1, stats=None):
     if len(source) == 0:
         raise NoImagesError(f"data.source {cfg.data.source!r} has no images")
     items = _items(source, epochs, cfg.run.seed)
-    per_block = 4
+    # Images per task: enough for ~CHUNKS_PER_TASK rows, so the per-task cost of Ray
+    # (scheduling, block shaping) is spread thin; 4 images of 64 crops ran 20 % slower.
+    # (at least two tasks per data worker, so a small corpus still runs in parallel).
+    per_block = max(1, min(CHUNKS_PER_TASK // cfg.data.crops_per_image,
+                           len(items) // (2 * cfg.data.data_workers)))
     ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / per_block)))
     if source.array is not None:
         array_ref = ray.put(source.array)

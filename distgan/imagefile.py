@@ -83,6 +83,9 @@ def read_native(
     return decode_native(data, str(path), max_megapixels)
 
 
+_ORIENTATION = 0x0112  # the EXIF tag
+
+
 def decode_native(
     data: bytes, name: str, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
 ) -> tuple[np.ndarray, ImageInfo]:
@@ -96,7 +99,8 @@ def decode_native(
                 raise ImageReadError(
                     f"{name}: {im.width} x {im.height} is over the {max_megapixels:g} MP limit"
                 )
-            im = ImageOps.exif_transpose(im)
+            if im.getexif().get(_ORIENTATION, 1) != 1:  # else exif_transpose only copies
+                im = ImageOps.exif_transpose(im)
             arr = _pil_to_array(im, data, Path(name).suffix.lower())
     except ImageReadError:
         raise
