@@ -28,12 +28,13 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--data", default=str(KODAK))
     ap.add_argument("--markdown", default=None, help="also write the table here")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes, one thread each")
     args = ap.parse_args()
     files = list_images(args.data)
     if not files:
         raise SystemExit(f"bench_quality: no images in {args.data}")
     files = files[: args.limit] if args.limit else files
-    rep = run_eval(files, [parse_spec(s) for s in SPECS], METHODS, args.model, seed=0)
+    rep = run_eval(files, [parse_spec(s) for s in SPECS], METHODS, args.model, seed=0, jobs=args.jobs)
     for r in rep["results"]:
         emit(bench="quality", images=len(files), **r)
     res = {(r["method"], r["noise"]): r["psnr"] for r in rep["results"]}

@@ -226,9 +226,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if problems:
         raise UserError("; ".join(problems))
     files = files[: args.limit] if args.limit else files
-    report = run_eval(files, specs, methods, args.model, args.seed)
+    report = run_eval(files, specs, methods, args.model, args.seed, jobs=args.jobs)
     report["settings"] = {"data": args.data, "images": len(files), "seed": args.seed,
-                          "model": args.model or "shipped"}
+                          "model": args.model or "shipped", "jobs": args.jobs}
     table = markdown_table(report)
     print(table)
     out = Path(args.out)
@@ -317,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", default="noisy,bm3d,nlm,tv,wavelet")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, metavar="K", help="first K images only")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="score images in N processes of one thread each (same scores)")
     p.add_argument("--out", required=True, metavar="REPORT.json")
     p.set_defaults(func=cmd_eval)
 

@@ -55,6 +55,15 @@ def test_table_json_and_determinism(setup, tmp_path):
     assert key(a) != key(c)
 
 
+def test_jobs_give_the_same_scores_in_the_same_order(setup, tmp_path):
+    _, one = _eval(setup, tmp_path / "one.json", "--seed", "3")
+    _, two = _eval(setup, tmp_path / "two.json", "--seed", "3", "--jobs", "2")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "s_per_mp"} for r in rows]  # noqa: E731
+    assert strip(one["images"]) == strip(two["images"]) and len(one["images"]) == 20
+    assert strip(one["results"]) == strip(two["results"])
+    assert two["settings"]["jobs"] == 2
+
+
 def test_psnr_of_known_cases(setup, tmp_path):
     _, rep = _eval(setup, tmp_path / "r.json", "--seed", "3")
     res = {(x["method"], x["noise"]): x for x in rep["images"] if x["image"] == "0.png"}
@@ -81,3 +90,6 @@ def test_bad_eval_arguments(setup, tmp_path):
     r = run_cli("eval", "--data", str(setup / "imgs"), "--noise", "gaussian:5", "--baselines",
                 "bm4d", "--model", str(setup / "identity.keras"), "--out", str(tmp_path / "x.json"))
     assert r.returncode == 2 and "unknown" in r.stderr
+    r = run_cli("eval", "--data", str(setup / "imgs"), "--noise", "gaussian:5", "--jobs", "0",
+                "--model", str(setup / "identity.keras"), "--out", str(tmp_path / "x.json"))
+    assert r.returncode == 2 and "--jobs" in r.stderr and "Traceback" not in r.stderr
