@@ -154,18 +154,25 @@ def main() -> None:
     a_core = n_a / t_a / 2  # two worker threads on two cores
     emit(bench="data", method="paper", corpus=name, chunks=n_a, chunks_per_s=round(n_a / t_a),
          chunks_per_s_per_core=round(a_core), cores=2)
+    rate = {}
     for kk in (k, K_PAPER):
         n_b, t_b = inprocess(paths, kk)
+        rate[kk] = n_b / t_b
         emit(bench="data", method="inprocess", corpus=name, crops_per_image=kk, chunks=n_b,
              chunks_per_s=round(n_b / t_b), chunks_per_s_per_core=round(n_b / t_b),
              ratio_per_core_vs_paper=round(n_b / t_b / a_core, 2), cores=1)
     for cpus in (1, 2):
         n_c, t_c = through_ray(paths, k, cpus)
+        rate[f"ray{cpus}"] = n_c / t_c
         emit(bench="data", method=f"ray_{cpus}cpu", corpus=name, crops_per_image=k, chunks=n_c,
              chunks_per_s=round(n_c / t_c), chunks_per_s_per_core=round(n_c / t_c / cpus),
              ratio_per_core_vs_paper=round(n_c / t_c / cpus / a_core, 2), cores=cpus)
+    # transfer: what a chunk costs through Ray Data on one CPU beyond the same transform
+    # in-process (tasks, Arrow blocks, the object store, the consumer's batching)
     emit(bench="data", method="breakdown", corpus=name, crops_per_image=k,
-         **{k_: round(v, 1) for k_, v in breakdown(paths, k).items()}, machine_cores=cores())
+         **{k_: round(v, 1) for k_, v in breakdown(paths, k).items()},
+         ray_transfer_us_per_chunk=round(1e6 / rate["ray1"] - 1e6 / rate[k], 1),
+         machine_cores=cores())
 
 
 if __name__ == "__main__":
