@@ -2,16 +2,16 @@
 
 `noise.add_noise` (scikit-image, float64, one image per call) stays the reference: eval,
 the CLI and the tests use it. This module draws the same kinds, levels, clipping and
-conditioning vector for many crops in one call, about 10x faster, which is what a data
-pipeline that must outrun its trainers needs. Only the sampling differs:
+conditioning vector for many crops in one call, 2-4x faster per kind (bench_noise.py), which
+is what a data pipeline that must outrun its trainers needs. Only the sampling differs:
 
 - normals: Box-Muller from float32 uniforms, exact up to float32 rounding, |z| <= 5.77
   (numpy's float64 ziggurat is slower on this CPU than log, sqrt, sin and cos in float32);
-- Poisson counts: exact (numpy) where lambda < 10; above, the Cornish-Fisher expansion
+- Poisson counts: exact where lambda < 10, by inversion; above, the Cornish-Fisher expansion
   round(lambda + sqrt(lambda - 0.139) z + (z^2 - 1) / 6), whose total variation distance
   from Poisson is <= 0.3 % at lambda >= 10 and whose mean, variance and skewness match
-  it (numpy's sampler costs ~40 ns a draw; this costs ~4);
-- impulse kinds: one uniform per value; pepper is -1 instead of 0 in a crop that already
+  it (numpy's own sampler costs ~40 ns a draw here);
+- impulse kinds: one 32-bit draw per value; pepper is -1 instead of 0 in a crop that already
   holds negative values, and the result is clipped to [that, 1], as scikit-image does.
 
 `tests/test_noisebatch.py` checks each kind's moments against `noise.add_noise`.
