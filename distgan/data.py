@@ -389,7 +389,7 @@ def chunk_batch(batch: dict[str, np.ndarray], cfg: Config, stats=None) -> dict[s
     clean = np.empty((n * k, c, c, 3), np.float32)
     noisy = np.empty_like(clean)
     for i in range(n):
-        row = {k: v[i] for k, v in batch.items()}
+        row = {col: v[i] for col, v in batch.items()}
         key = str(row["path"])
         try:
             img = fitted(decode_item(row, d), d, key)

@@ -194,10 +194,10 @@ def sample_specs(cfg: NoiseConfig, rng: np.random.Generator, n: int) -> list[Noi
     ranges = _ranges(cfg)
     lo, hi, log = (np.array([ranges[k][i] for k in kinds]) for i in range(3))
     lo, hi, log = lo[picks], hi[picks], log[picks].astype(bool)
-    lo = np.where(log, np.log(lo), lo)
-    hi = np.where(log, np.log(hi), hi)
+    np.log(lo, out=lo, where=log)  # only where drawn log-uniformly: a 0 lower bound is fine
+    np.log(hi, out=hi, where=log)
     levels = lo + rng.random(picks.shape) * (hi - lo)
-    levels = np.where(log, np.exp(levels), levels).tolist()
+    levels = np.exp(levels, out=levels, where=log).tolist()
     picks = picks.tolist()
     return [NoiseSpec(tuple((kinds[picks[i][j]], levels[i][j]) for j in range(counts[i])), cfg.clip)
             for i in range(n)]

@@ -137,3 +137,13 @@ def test_sample_specs_draws_like_sample_spec():
     assert all(s.clip == cfg.clip for s in many)
     only = sample_specs(NoiseConfig(kinds=("gaussian",)), np.random.default_rng(0), 3)
     assert [s.parts[0][0] for s in only] == ["gaussian"] * 3
+
+
+def test_sample_specs_takes_a_zero_lower_bound_quietly():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # np.log(0) on the uniform kinds used to warn
+        specs = sample_specs(NoiseConfig(gaussian_sigma=(0.0, 55.0)), np.random.default_rng(0), 500)
+    sig = [v for s in specs for k, v in s.parts if k == "gaussian"]
+    assert sig and 0.0 <= min(sig) and max(sig) <= 55.0
