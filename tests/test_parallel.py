@@ -112,7 +112,12 @@ def test_xla_step_gives_the_same_update():
         t = build_trainer(cfg_with(f"train.xla={xla}"))
         res.append((t.train_on("gan", b), [v.numpy() for v in t.generator.trainable_weights]))
     (lx, wx), (ln, wn) = res
-    # XLA fuses the BCE's sigmoid/log differently near saturation: D's loss moves ~0.3 %.
-    assert all(abs(lx[k] - ln[k]) <= 1e-2 * abs(ln[k]) + 1e-6 for k in ln), (lx, ln)
+    # G's side is the same to float rounding.
+    assert all(abs(lx[k] - ln[k]) <= 1e-4 * abs(ln[k]) + 1e-6 for k in ("g_loss", "mse")), (lx, ln)
+    # D's forward (BatchNorm batch statistics, sigmoid, then BCE on probabilities) runs in
+    # another order under XLA. A fresh D is confident here (outputs from 0.05 to 0.99), and
+    # there the BCE magnifies small output differences: 0.3 % on one smoke batch, 2.3 % on
+    # another.
+    assert abs(lx["d_loss"] - ln["d_loss"]) <= 0.05 * ln["d_loss"] and lx["d_acc"] == ln["d_acc"]
     assert all(np.allclose(a, c, atol=1e-5) for a, c in zip(wx, wn))
     """, 1)
