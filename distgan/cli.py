@@ -242,7 +242,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .denoise import export
 
-    print(export(args.checkpoint, args.output, args.format))
+    print(export(args.checkpoint, args.output, args.format, args.average))
     return 0
 
 
@@ -326,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="run folder, checkpoint folder or .keras file")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--format", choices=("keras", "savedmodel"), default="keras")
+    p.add_argument("--average", type=int, default=1, metavar="K",
+                   help="average the weights of the last K checkpoints up to this one")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("train", help="train the GAN (Ray Train, or --local)")

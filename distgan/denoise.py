@@ -258,17 +258,50 @@ def _load(path: str | None, precision: str) -> Denoiser:
     return _describe(gen, str(ckpt), precision)
 
 
-def export(model: str, output: str, fmt: str = "keras") -> Path:
-    """Write the generator of `model` as a .keras file or a TensorFlow SavedModel folder."""
-    den = load_denoiser(model, precision="float32")
+def averaged_generator(model: str, k: int):
+    """The generator whose every weight (BatchNorm statistics too) is the mean over the last
+    `k` checkpoints of a run, up to and including the one `model` names. Checkpoint
+    averaging: late in training, single checkpoints swing with the last batches they saw."""
+    from .checkpoint import checkpoints, read_config, read_state, resolve
+    from .models import build_generator
+
+    if Path(model).is_file():
+        raise UserError(f"{model}: --average needs a run or checkpoint folder, not a model file")
+    last = resolve(model)
+    step = read_state(last)["step"]
+    pick = [c for c in checkpoints(last.parent) if read_state(c)["step"] <= step][-k:]
+    if len(pick) < k:
+        raise UserError(f"--average {k}: {last.parent} holds {len(pick)} checkpoint(s) up to "
+                        f"step {step}")
+    cfg = read_config(last)
+    sums = None
+    for c in pick:
+        other = read_config(c)
+        if other.model != cfg.model or other.data.chunk != cfg.data.chunk:
+            raise UserError(f"--average: {c.name} has another model config than {last.name}")
+        gen = build_generator(cfg.model, cfg.data.chunk)
+        gen.load_weights(c / "generator.weights.h5")
+        w = [np.asarray(v, np.float64) for v in gen.get_weights()]
+        sums = w if sums is None else [a + b for a, b in zip(sums, w)]
+    gen.set_weights([(a / k).astype(v.dtype) for a, v in zip(sums, gen.get_weights())])
+    return gen
+
+
+def export(model: str, output: str, fmt: str = "keras", average: int = 1) -> Path:
+    """Write the generator of `model` as a .keras file or a TensorFlow SavedModel folder;
+    `average` > 1 writes the mean of the run's last `average` checkpoints."""
+    if average < 1:
+        raise UserError(f"--average must be >= 1, got {average}")
+    gen = (averaged_generator(model, average) if average > 1
+           else load_denoiser(model, precision="float32").generator)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "keras":
         if out.suffix != ".keras":
             raise UserError(f"{out}: a Keras model file must end in .keras")
-        den.generator.save(out)
+        gen.save(out)
     elif fmt == "savedmodel":
-        den.generator.export(str(out), format="tf_saved_model")
+        gen.export(str(out), format="tf_saved_model")
     else:
         raise UserError(f"unknown export format {fmt!r}; use keras or savedmodel")
     return out

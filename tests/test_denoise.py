@@ -192,3 +192,21 @@ def test_denoise_a_folder_on_ray(trained_run, tmp_path, ray_cluster):
     assert rc == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png"]
     assert Path(tmp_path / "out" / "2.png").exists()
+
+
+def test_export_averages_the_last_checkpoints(trained_run, tmp_path):
+    from distgan.checkpoint import checkpoints
+
+    last_two = checkpoints(Path(trained_run) / "checkpoints")[-2:]
+    assert len(last_two) == 2
+    r = run_cli("export", trained_run, "-o", str(tmp_path / "avg.keras"), "--average", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = load_denoiser(str(tmp_path / "avg.keras"), precision="float32").generator.get_weights()
+    each = [load_denoiser(str(c), precision="float32").generator.get_weights() for c in last_two]
+    assert any(not np.array_equal(a, b) for a, b in zip(*each))  # the two differ
+    for g, a, b in zip(got, *each):
+        np.testing.assert_allclose(g, (a.astype(np.float64) + b) / 2, rtol=1e-6, atol=1e-7)
+    r = run_cli("export", trained_run, "-o", str(tmp_path / "x.keras"), "--average", "99")
+    assert r.returncode == 2 and "holds" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("export", str(tmp_path / "avg.keras"), "-o", str(tmp_path / "y.keras"), "--average", "2")
+    assert r.returncode == 2 and "not a model file" in r.stderr
