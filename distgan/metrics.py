@@ -133,7 +133,8 @@ def _score_image(path, specs, methods, model, seed) -> list[dict]:
 
 
 def _one_thread() -> None:
-    """A worker of `run_eval(jobs > 1)`: one core each, so s/MP stays a one-core figure."""
+    """A worker of `run_eval(jobs > 1)`: one thread, so the jobs do not fight over cores and
+    each one's s/MP is a one-core figure (with jobs=1, TensorFlow uses every core)."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
