@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -217,6 +218,8 @@ def fit(
                 summary = run_eval(done) if is_chief else summary
             if done % t.checkpoint_every == 0 or done in (total, until):
                 save("final" if done == total else ("until" if done == until else "schedule"))
+            if _STOP.is_set():
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         path = save("interrupted")
         print(f"\ndistgan: interrupted; checkpoint saved at {path}; continue with --resume",
@@ -249,18 +252,27 @@ def build_trainer(cfg: Config, strategy=None):
     return GANTrainer(cfg, placement, strategy or placement.strategy())
 
 
+_STOP = threading.Event()
+
+
 def _save_on_sigterm() -> None:
-    """Treat SIGTERM (schedulers, preemption, `kill`) like Ctrl-C: checkpoint, then exit."""
+    """SIGTERM (schedulers, preemption, `kill`) and Ctrl-C ask `fit` to stop after the step
+    in progress, checkpoint and exit; a second signal stops at once. Raising from the
+    handler instead can land inside TensorFlow's tracing, which then fails with a
+    SystemError that no `except KeyboardInterrupt` catches, and nothing is saved."""
     import signal
-    import threading
 
     if threading.current_thread() is not threading.main_thread():
         return
+    _STOP.clear()
 
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        if _STOP.is_set():
+            raise KeyboardInterrupt
+        _STOP.set()
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def train_local(cfg: Config, resume: bool = False, until: int | None = None) -> dict:
