@@ -274,12 +274,12 @@ def averaged_generator(model: str, k: int):
         raise UserError(f"--average {k}: {last.parent} holds {len(pick)} checkpoint(s) up to "
                         f"step {step}")
     cfg = read_config(last)
+    gen = build_generator(cfg.model, cfg.data.chunk)  # one model, each checkpoint loaded into it
     sums = None
     for c in pick:
         other = read_config(c)
         if other.model != cfg.model or other.data.chunk != cfg.data.chunk:
             raise UserError(f"--average: {c.name} has another model config than {last.name}")
-        gen = build_generator(cfg.model, cfg.data.chunk)
         gen.load_weights(c / "generator.weights.h5")
         w = [np.asarray(v, np.float64) for v in gen.get_weights()]
         sums = w if sums is None else [a + b for a, b in zip(sums, w)]
