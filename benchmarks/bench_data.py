@@ -14,6 +14,7 @@ ratios are per core against (a). `--quick` for a short run.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -32,7 +33,7 @@ CHUNK = 64
 # The paper cuts every whole 64 px chunk of a 1024 x 768 photo, 192 of them per pass; at
 # that count distgan's per-chunk share of the decode is the paper's.
 K_PAPER = 192
-EPOCHS = int(__import__("os").environ.get("BENCH_DATA_EPOCHS", "4"))  # passes through Ray Data
+EPOCHS = int(os.environ.get("BENCH_DATA_EPOCHS", "4"))  # passes through Ray Data
 
 
 def cfg_for(k: int, workers: int = 1):
