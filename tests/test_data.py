@@ -33,6 +33,23 @@ def test_crops_are_random_windows_of_the_image_and_seeded():
     assert not np.array_equal(a, crops_of(img, 32, 6, np.random.default_rng(2)))
 
 
+def test_each_crop_is_one_of_the_8_symmetries_of_a_window():
+    h, w = 90, 120
+    img = np.zeros((h, w, 3), np.uint8)  # each pixel names its own position
+    img[..., 0], img[..., 1], img[..., 2] = np.arange(h)[:, None], np.arange(w)[None, :], 7
+    crops = crops_of(img, 16, 200, np.random.default_rng(0))
+    seen = set()
+    for c in crops:
+        y0, x0 = int(c[..., 0].min()), int(c[..., 1].min())
+        window = img[y0 : y0 + 16, x0 : x0 + 16]
+        syms = [np.rot90(window, r) for r in range(4)]
+        syms += [s[:, ::-1] for s in syms]
+        matches = [i for i, s in enumerate(syms) if np.array_equal(c, s)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert seen == set(range(8))
+
+
 def test_small_images_are_padded_or_skipped():
     img = np.zeros((10, 50, 3), np.uint8)
     assert fit_to_chunk(img, 32, "pad").shape == (32, 50, 3)
