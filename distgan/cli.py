@@ -141,7 +141,8 @@ def _denoise_one(den, src: Path, dst: Path, args) -> dict:
 
     t0 = time.perf_counter()
     rgb, info = read_native(src, max_megapixels=args.max_megapixels)
-    out = denoise_array(den, rgb, args.strength, args.noise_level, args.tile, args.overlap)
+    out = denoise_array(den, rgb, args.strength, args.noise_level, args.tile, args.overlap,
+                        ensemble=args.ensemble)
     write_native(dst, out, info)
     mp = rgb.shape[0] * rgb.shape[1] / 1e6
     dt = time.perf_counter() - t0
@@ -201,7 +202,7 @@ def _denoise_on_ray(args, pairs: list[tuple[Path, Path]]) -> list[dict]:
             return {"result": [json.dumps(r) for r in rows]}
 
     opts = {k: getattr(args, k) for k in ("model", "precision", "strength", "noise_level",
-                                          "tile", "overlap", "max_megapixels")}
+                                          "tile", "overlap", "max_megapixels", "ensemble")}
     items = [{"input": str(a.resolve()), "output": str(b.resolve())} for a, b in pairs]
     ds = ray.data.from_items(items).map_batches(
         DenoiseActor, fn_constructor_kwargs={"opts": opts}, batch_size=1,
@@ -211,15 +212,23 @@ def _denoise_on_ray(args, pairs: list[tuple[Path, Path]]) -> list[dict]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .baselines import BASELINES
-    from .metrics import NOISE_GRID, markdown_table, run_eval
+    from .denoise import check_ensemble
+    from .metrics import NOISE_GRID, distgan_method, markdown_table, run_eval
     from .noise import parse_spec
 
     texts = NOISE_GRID if args.noise.strip() == "all" else [t for t in args.noise.split(",") if t]
     specs = [parse_spec(t) for t in texts]
     if any(s.is_random for s in specs):
         raise UserError("--noise: eval needs fixed specs (random would differ per method)")
-    methods = ["distgan"] + [b for b in args.baselines.split(",") if b]
-    unknown = [b for b in methods[1:] if b not in BASELINES]
+    try:
+        ensembles = [int(t) for t in args.ensemble.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--ensemble: a comma-separated list of 1, 2, 4, 8, got {args.ensemble!r}") from None
+    for n in ensembles:
+        check_ensemble(n)
+    baselines = [b for b in args.baselines.split(",") if b]
+    methods = [distgan_method(n) for n in dict.fromkeys(ensembles or [1])] + baselines
+    unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise UserError(f"--baselines: unknown {unknown}; choose from {', '.join(BASELINES)}")
     files, problems = expand_inputs([args.data])
@@ -228,7 +237,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     files = files[: args.limit] if args.limit else files
     report = run_eval(files, specs, methods, args.model, args.seed, jobs=args.jobs)
     report["settings"] = {"data": args.data, "images": len(files), "seed": args.seed,
-                          "model": args.model or "shipped", "jobs": args.jobs}
+                          "model": args.model or "shipped", "jobs": args.jobs,
+                          "ensembles": list(dict.fromkeys(ensembles or [1]))}
     table = markdown_table(report)
     print(table)
     out = Path(args.out)
@@ -304,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="auto: bfloat16 where the CPU (AVX512-BF16/AMX) or GPU has it")
     p.add_argument("--overlap", type=int, default=None, help="tile overlap (default: min(16, tile/4))")
+    p.add_argument("--ensemble", type=int, default=1, metavar="N", choices=(1, 2, 4, 8),
+                   help="average the model over N symmetries of each tile (1, 2, 4 or 8): "
+                        "N times the compute for a cleaner result")
     p.add_argument("--overwrite", action="store_true", help="allow writing over the input")
     p.add_argument("--max-megapixels", type=float, default=1000.0)
     p.add_argument("--ray", action="store_true", help="spread the files over the Ray cluster")
@@ -317,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", default="noisy,bm3d,nlm,tv,wavelet")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, metavar="K", help="first K images only")
+    p.add_argument("--ensemble", default="1", metavar="N[,N...]",
+                   help="score distgan with these self-ensembles (1, 2, 4, 8), e.g. 1,8")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="score images in N processes of one thread each (same scores)")
     p.add_argument("--out", required=True, metavar="REPORT.json")

@@ -36,6 +36,10 @@ FLOAT32_LAYERS = ("noise_out", "denoised")  # the output head keeps full precisi
 TILE = 384  # largest tile edge: as fast per pixel as bigger ones on CPU, half the memory of 512
 OVERLAP = 16  # blend width: tiled output is within 5e-4 (mean abs) of the untiled one
 WHOLE_PIXELS = 300_000  # an image up to this size (padded to /16) goes through in one call
+# The symmetries a self-ensemble of n averages, the first n of these (s = rotation + 4 * flip):
+# identity, the flips and the half turn (no transposes), then the four that transpose.
+SYMMETRIES = (0, 4, 2, 6, 1, 5, 3, 7)
+ENSEMBLES = (1, 2, 4, 8)
 
 
 class ModelError(UserError):
@@ -76,6 +80,41 @@ def with_params(infer: Infer, params: np.ndarray) -> Callable[[np.ndarray], np.n
     """Bind one conditioning vector to an (tiles, params) model function."""
     p = np.asarray(params, np.float32)[None]
     return lambda tiles: np.asarray(infer(tiles, np.repeat(p, len(tiles), 0)))
+
+
+def dihedral(tiles: np.ndarray, s: int) -> np.ndarray:
+    """Symmetry s (0-7) of each tile in a batch (n, h, w, c): s % 4 quarter turns, then a
+    mirror if s >= 4. A view."""
+    r = np.rot90(tiles, s % 4, axes=(1, 2))
+    return r[:, :, ::-1] if s >= 4 else r
+
+
+def undo_dihedral(tiles: np.ndarray, s: int) -> np.ndarray:
+    """The inverse of `dihedral(., s)`."""
+    r = tiles[:, :, ::-1] if s >= 4 else tiles
+    return np.rot90(r, -(s % 4), axes=(1, 2))
+
+
+def check_ensemble(n: int) -> None:
+    if n not in ENSEMBLES:
+        raise UserError(f"--ensemble must be one of {', '.join(map(str, ENSEMBLES))}, got {n}")
+
+
+def self_ensemble(model: Callable[[np.ndarray], np.ndarray], n: int) -> Callable[[np.ndarray], np.ndarray]:
+    """f(x) averaged over n symmetric copies: mean_s undo_s(f(s(x))) for the first n of
+    SYMMETRIES. n times the compute for a smoother estimate (the "x8" of published tables)."""
+    check_ensemble(n)
+    if n == 1:
+        return model
+
+    def run(tiles: np.ndarray) -> np.ndarray:
+        acc = np.zeros(tiles.shape, np.float32)
+        for s in SYMMETRIES[:n]:
+            acc += undo_dihedral(model(np.ascontiguousarray(dihedral(tiles, s))), s)
+        acc *= np.float32(1 / n)
+        return acc
+
+    return run
 
 
 def blend(image: np.ndarray, denoised: np.ndarray, strength: float) -> np.ndarray:
@@ -352,16 +391,19 @@ def denoise_array(
     tile: int | None = None,
     overlap: int | None = None,
     batch_size: int | None = None,
+    ensemble: int = 1,
 ) -> np.ndarray:
-    """Denoise H x W x 3 (uint8, uint16, or float in [0, 1]); same shape and dtype out."""
+    """Denoise H x W x 3 (uint8, uint16, or float in [0, 1]); same shape and dtype out.
+    `ensemble` (1, 2, 4 or 8) averages the model over that many symmetries of each tile."""
     if not 0.0 <= strength <= 1.0 or math.isnan(strength):
         raise UserError(f"--strength must be in [0, 1], got {strength}")
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise UserError(f"expected an H x W x 3 image, got shape {image.shape}")
+    check_ensemble(ensemble)
     if strength == 0.0:
         return image.copy()
-    model = with_params(den.infer, noise_params(noise_level, image))
+    model = self_ensemble(with_params(den.infer, noise_params(noise_level, image)), ensemble)
     scale = np.float32(1.0 if np.issubdtype(image.dtype, np.floating) else (
         255.0 if image.dtype == np.uint8 else 65535.0))
 

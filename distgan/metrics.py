@@ -101,6 +101,15 @@ def eval_noisy(clean: np.ndarray, spec, seed: int, name: str) -> tuple[np.ndarra
     return add_noise(clean, spec, rng)
 
 
+def distgan_method(ensemble: int) -> str:
+    """The method name of distgan with a self-ensemble of n: 'distgan', 'distgan x8'."""
+    return "distgan" if ensemble == 1 else f"distgan x{ensemble}"
+
+
+def ensemble_of(method: str) -> int:
+    return int(method.rpartition(" x")[2]) if " x" in method else 1
+
+
 def _score_image(path, specs, methods, model, seed) -> list[dict]:
     """Every (noise, method) row of one image."""
     import time
@@ -109,7 +118,7 @@ def _score_image(path, specs, methods, model, seed) -> list[dict]:
     from .imagefile import read_image
 
     den = None
-    if "distgan" in methods:
+    if any(m.startswith("distgan") for m in methods):
         from .denoise import denoise_array, load_denoiser
 
         den = load_denoiser(model)  # cached: loaded once per process
@@ -121,9 +130,9 @@ def _score_image(path, specs, methods, model, seed) -> list[dict]:
         sigma = true_sigma(spec, clean, noisy)
         for m in methods:
             t0 = time.perf_counter()
-            if m == "distgan":
+            if m.startswith("distgan"):
                 # told the true noise parameters, as BM3D is told the true σ
-                out = denoise_array(den, noisy, noise_level=str(spec))
+                out = denoise_array(den, noisy, noise_level=str(spec), ensemble=ensemble_of(m))
             else:
                 out = BASELINES[m](noisy, clean, sigma)
             dt = time.perf_counter() - t0

@@ -7,7 +7,9 @@ from PIL import Image
 
 import distgan
 from distgan.config import load_config
-from distgan.denoise import denoise_array, estimate_sigma, load_denoiser
+from distgan.denoise import (
+    SYMMETRIES, denoise_array, dihedral, estimate_sigma, load_denoiser, undo_dihedral,
+)
 from distgan.errors import UserError
 from distgan.imagefile import read_native
 
@@ -89,6 +91,31 @@ def test_strength(trained_run):
     assert np.allclose(half, 0.5 * full + 0.5 * x / 255, atol=1e-5)
     with pytest.raises(UserError, match="strength"):
         denoise_array(den, x, strength=1.5)
+
+
+def test_the_8_symmetries_are_distinct_and_undone():
+    x = np.arange(2 * 4 * 5 * 3).reshape(2, 4, 5, 3)
+    views = [dihedral(x, s) for s in SYMMETRIES]
+    assert len({v.tobytes() + bytes(v.shape) for v in views}) == 8
+    assert all(np.array_equal(undo_dihedral(v, s), x) for v, s in zip(views, SYMMETRIES))
+
+
+def test_self_ensemble_is_the_mean_over_symmetries(trained_run):
+    den = load_denoiser(trained_run)
+    x = np.random.default_rng(5).random((32, 48, 3)).astype(np.float32)  # whole, no padding
+    one = denoise_array(den, x, noise_level=20)
+    eight = denoise_array(den, x, noise_level=20, ensemble=8)
+    runs = [undo_dihedral(denoise_array(den, np.ascontiguousarray(dihedral(x[None], s)[0]),
+                                        noise_level=20)[None], s)[0] for s in SYMMETRIES]
+    assert np.allclose(eight, np.mean(runs, axis=0), atol=1e-5)
+    assert np.abs(eight - one).mean() > 1e-4  # the model is not symmetric by itself
+    # tiled, in the image's dtype, at a strength
+    u8 = (x * 255).astype(np.uint8)
+    y = denoise_array(den, u8, 0.5, 20, tile=32, overlap=8, ensemble=2)
+    assert y.dtype == np.uint8 and y.shape == u8.shape
+    assert not np.array_equal(y, denoise_array(den, u8, 0.5, 20, tile=32, overlap=8))
+    with pytest.raises(UserError, match="ensemble must be one of 1, 2, 4, 8"):
+        denoise_array(den, x, ensemble=3)
 
 
 def test_python_api_handles_grey_and_keeps_dtype(trained_run):
@@ -183,15 +210,22 @@ def test_export_keras_and_savedmodel(trained_run, tmp_path):
 def test_denoise_a_folder_on_ray(trained_run, tmp_path, ray_cluster):
     src = tmp_path / "in"
     src.mkdir()
+    rng = np.random.default_rng(6)
     for i in range(3):
-        Image.fromarray(np.full((30 + i, 40, 3), 60 * i, np.uint8)).save(src / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (30 + i, 40, 3), np.uint8)).save(src / f"{i}.png")
     (src / "bad.png").write_text("x")
     from distgan.cli import main
 
-    rc = main(["denoise", str(src), "-o", str(tmp_path / "out"), "--model", trained_run, "--ray"])
+    rc = main(["denoise", str(src), "-o", str(tmp_path / "out"), "--model", trained_run, "--ray",
+               "--ensemble", "2"])
     assert rc == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png"]
-    assert Path(tmp_path / "out" / "2.png").exists()
+    # the actors ran the self-ensemble the flag asked for
+    local = denoise_array(load_denoiser(trained_run), np.asarray(Image.open(src / "1.png")),
+                          ensemble=2)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "1.png")), local)
+    assert not np.array_equal(local, denoise_array(load_denoiser(trained_run),
+                                                   np.asarray(Image.open(src / "1.png"))))
 
 
 def test_export_averages_the_last_checkpoints(trained_run, tmp_path):

@@ -93,3 +93,20 @@ def test_bad_eval_arguments(setup, tmp_path):
     r = run_cli("eval", "--data", str(setup / "imgs"), "--noise", "gaussian:5", "--jobs", "0",
                 "--model", str(setup / "identity.keras"), "--out", str(tmp_path / "x.json"))
     assert r.returncode == 2 and "--jobs" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_self_ensembles_are_rows_of_their_own(setup, tmp_path):
+    out = tmp_path / "e.json"
+    r = run_cli("eval", "--data", str(setup / "imgs"), "--noise", "gaussian:25:unclipped",
+                "--model", str(setup / "identity.keras"), "--baselines", "noisy",
+                "--ensemble", "1,8", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(out.read_text())
+    psnr = {x["method"]: x["psnr"] for x in rep["results"]}
+    assert list(psnr) == ["distgan", "distgan x8", "noisy"] and rep["settings"]["ensembles"] == [1, 8]
+    # every symmetry of the identity is the identity: x8 scores what the input scores
+    assert psnr["distgan x8"] == pytest.approx(psnr["noisy"], abs=0.01)
+    bad = run_cli("eval", "--data", str(setup / "imgs"), "--noise", "gaussian:25",
+                  "--ensemble", "1,3", "--out", str(tmp_path / "x.json"))
+    assert bad.returncode != 0 and "ensemble must be one of 1, 2, 4, 8" in bad.stderr
+    assert "Traceback" not in bad.stderr
