@@ -425,13 +425,14 @@ def denoise_array(
 
 
 def denoise(image: np.ndarray, model: str | None = None, strength: float = 1.0,
-            noise_level: str | float = "auto") -> np.ndarray:
+            noise_level: str | float = "auto", ensemble: int = 1) -> np.ndarray:
     """Denoise an image array (H x W x 3 or H x W; uint8, uint16 or float in [0, 1]).
 
     `model=None` uses the shipped model; otherwise a run folder, checkpoint or .keras file.
+    `ensemble` (1, 2, 4 or 8): average the model over that many symmetries of each tile.
     """
     image = np.asarray(image)
     grey = image.ndim == 2
     rgb = np.repeat(image[..., None], 3, axis=2) if grey else image
-    out = denoise_array(load_denoiser(model), rgb, strength, noise_level)
+    out = denoise_array(load_denoiser(model), rgb, strength, noise_level, ensemble=ensemble)
     return out.mean(axis=2).astype(image.dtype) if grey else out

@@ -122,6 +122,8 @@ def test_python_api_handles_grey_and_keeps_dtype(trained_run):
     g = (np.random.default_rng(2).random((30, 41)) * 65535).astype(np.uint16)
     y = distgan.denoise(g, model=trained_run, noise_level=10)
     assert y.shape == g.shape and y.dtype == np.uint16
+    y8 = distgan.denoise(g, model=trained_run, noise_level=10, ensemble=8)
+    assert y8.shape == g.shape and y8.dtype == np.uint16 and not np.array_equal(y8, y)
 
 
 def test_border_error_is_no_larger_than_inside(trained_run):
