@@ -224,10 +224,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ensembles = [int(t) for t in args.ensemble.split(",") if t.strip()]
     except ValueError:
         raise UserError(f"--ensemble: a comma-separated list of 1, 2, 4, 8, got {args.ensemble!r}") from None
+    ensembles = list(dict.fromkeys(ensembles or [1]))
     for n in ensembles:
         check_ensemble(n)
     baselines = [b for b in args.baselines.split(",") if b]
-    methods = [distgan_method(n) for n in dict.fromkeys(ensembles or [1])] + baselines
+    methods = [distgan_method(n) for n in ensembles] + baselines
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise UserError(f"--baselines: unknown {unknown}; choose from {', '.join(BASELINES)}")
@@ -238,7 +239,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = run_eval(files, specs, methods, args.model, args.seed, jobs=args.jobs)
     report["settings"] = {"data": args.data, "images": len(files), "seed": args.seed,
                           "model": args.model or "shipped", "jobs": args.jobs,
-                          "ensembles": list(dict.fromkeys(ensembles or [1]))}
+                          "ensembles": ensembles}
     table = markdown_table(report)
     print(table)
     out = Path(args.out)

@@ -96,6 +96,7 @@ def undo_dihedral(tiles: np.ndarray, s: int) -> np.ndarray:
 
 
 def check_ensemble(n: int) -> None:
+    """A clear error for a self-ensemble size other than 1, 2, 4 or 8."""
     if n not in ENSEMBLES:
         raise UserError(f"--ensemble must be one of {', '.join(map(str, ENSEMBLES))}, got {n}")
 
