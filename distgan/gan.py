@@ -131,10 +131,7 @@ class GANTrainer:
             if t.l1_weight:
                 per_ex = per_ex + t.l1_weight * _per_example_mean(tf.abs(fake - clean))
             if adversarial:
-                # D judges what inference returns: the image range (the residual
-                # generator's training output is not clipped)
-                judged = self.judge(tf.clip_by_value(fake, 0.0, 1.0), training=False)
-                adv = _bce(tf.ones_like(fake[:, :1, 0, 0]), judged)
+                adv = _bce(tf.ones_like(fake[:, :1, 0, 0]), self.judge(fake, training=False))
                 per_ex = per_ex + t.adv_weight * adv
                 out["g_adv"] = tf.nn.compute_average_loss(adv)
             loss = tf.nn.compute_average_loss(per_ex)

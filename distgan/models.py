@@ -37,15 +37,10 @@ class ParamMaps(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="distgan")
 class SubtractClip(layers.Layer):
-    """Residual output: noisy - predicted noise, clipped to the image range [0, 1] outside
-    training. In training the loss sees the difference itself: a clip there gives no gradient
-    wherever the output is held at 1, i.e. in blown highlights under unclipped noise, so the
-    noise estimate in them drifted from step to step and left dark or magenta dots in white
-    skies, worse in some checkpoints than in others."""
+    """Residual output: noisy - predicted noise, clipped to the image range [0, 1]."""
 
-    def call(self, noisy, noise, training=None):
-        out = noisy - noise
-        return out if training else ops.clip(out, 0.0, 1.0)
+    def call(self, noisy, noise):
+        return ops.clip(noisy - noise, 0.0, 1.0)
 
 
 def _block(x, filters, kernel, stride, slope, name, transpose=False):
