@@ -1,9 +1,9 @@
 """Where a model's error sits: blown highlights (clean luminance >= 0.95) against the rest.
 
-A residual generator trained with its output clipped got no gradient in highlights under
-unclipped noise, and its checkpoints differed most there (dark or magenta dots in white
-skies). One JSON line per (model, ensemble, image): PSNR, the mean squared error in the
-highlights and elsewhere (x 1e4), the largest highlight error, and the highlights' share.
+The shipped run's checkpoints differ most there: under unclipped noise some leave dark or
+magenta dots in white skies. One JSON line per (model, ensemble, image): PSNR, the mean
+squared error in the highlights and elsewhere (x 1e4), the largest highlight error, and the
+highlights' share.
 
   python benchmarks/bench_highlights.py --models RUN/checkpoints/ckpt-00017000,shipped --ensemble 1,8
 
