@@ -61,6 +61,16 @@ def _uniform(st):
     return st, np.float32(z >> np.uint64(40)) * np.float32(1.0 / 16777216.0)
 
 
+@njit(inline="always")
+def _layer_draw(st):
+    """One 64-bit draw: a layer (8 bits), a sign (1 bit), a 24-bit magnitude, its value."""
+    st, r = _bits(st)
+    idx, mag = np.intp(r & np.uint64(0xFF)), np.int64(r >> np.uint64(40))
+    neg = (r >> np.uint64(8)) & np.uint64(1)
+    x = np.float32(mag) * WI[idx]
+    return st, idx, mag, (-x if neg else x), neg
+
+
 @njit
 def _normal_slow(st, idx, mag, x, neg):
     """The ziggurat's rare path (~1.5 %): the wedges and the tail. Scalars only, so the
@@ -77,22 +87,14 @@ def _normal_slow(st, idx, mag, x, neg):
             st, a = _uniform(st)
             if (FI[idx - 1] - FI[idx]) * a + FI[idx] < np.float32(math.exp(-0.5 * x * x)):
                 return st, x
-        st, r = _bits(st)
-        idx, mag = np.intp(r & np.uint64(0xFF)), np.int64(r >> np.uint64(40))
-        neg = (r >> np.uint64(8)) & np.uint64(1)
-        x = np.float32(mag) * WI[idx]
-        x = -x if neg else x
+        st, idx, mag, x, neg = _layer_draw(st)
         if mag < KI[idx]:
             return st, x
 
 
 @njit(inline="always")
 def _normal(st):
-    st, r = _bits(st)
-    idx, mag = np.intp(r & np.uint64(0xFF)), np.int64(r >> np.uint64(40))
-    neg = (r >> np.uint64(8)) & np.uint64(1)
-    x = np.float32(mag) * WI[idx]
-    x = -x if neg else x
+    st, idx, mag, x, neg = _layer_draw(st)
     if mag < KI[idx]:
         return st, x
     return _normal_slow(st, idx, mag, x, neg)
