@@ -41,7 +41,7 @@ def main() -> None:
                 y = denoise_array(den, noisy[name], noise_level=args.noise, ensemble=n)
                 err = np.square(y - clean)
                 hl = clean.mean(axis=2) >= args.threshold
-                label = model if model == "shipped" else "/".join(Path(model).parts[-3:])
+                label = model if model == "shipped" else str(Path(*Path(model).parts[-3:]))
                 emit(bench="highlights", model=label, ensemble=n, image=name, noise=args.noise,
                      psnr=round(psnr(clean, y), 2),
                      highlight_mse_1e4=round(float(err[hl].mean() * 1e4), 2) if hl.any() else None,
