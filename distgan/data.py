@@ -31,7 +31,7 @@ from .errors import UserError
 from .imagefile import ImageReadError, decode_rgb8, list_images
 from .noise import N_PARAMS, add_noise, sample_spec, sample_specs
 from .noisebatch import add_noise_batch
-from .tiling import mirror_index
+from .tiling import dihedral, mirror_index
 
 log = logging.getLogger("distgan.data")
 
@@ -219,8 +219,7 @@ def crops_of(img: np.ndarray, chunk: int, k: int, rng: np.random.Generator) -> n
     pixels = np.ascontiguousarray(img).view(np.dtype((np.void, ch * img.itemsize))).reshape(h, w)
     out = np.empty((k, chunk, chunk), pixels.dtype)
     for i in range(k):  # k is small; each crop is a view, copied once
-        c = np.rot90(pixels[ys[i] : ys[i] + chunk, xs[i] : xs[i] + chunk], sym[i] % 4)
-        out[i] = c[:, ::-1] if sym[i] >= 4 else c
+        out[i] = dihedral(pixels[None, ys[i] : ys[i] + chunk, xs[i] : xs[i] + chunk], sym[i])[0]
     return out.view(img.dtype).reshape(k, chunk, chunk, ch)
 
 

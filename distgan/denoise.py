@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .tiling import RowJoiner, iter_rows, make_layout, mirror_pad, round_into
+from .tiling import (
+    RowJoiner, dihedral, iter_rows, make_layout, mirror_pad, round_into, undo_dihedral,
+)
 
 Infer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (noisy tiles, params) -> tiles
 
@@ -80,19 +82,6 @@ def with_params(infer: Infer, params: np.ndarray) -> Callable[[np.ndarray], np.n
     """Bind one conditioning vector to an (tiles, params) model function."""
     p = np.asarray(params, np.float32)[None]
     return lambda tiles: np.asarray(infer(tiles, np.repeat(p, len(tiles), 0)))
-
-
-def dihedral(tiles: np.ndarray, s: int) -> np.ndarray:
-    """Symmetry s (0-7) of each tile in a batch (n, h, w, c): s % 4 quarter turns, then a
-    mirror if s >= 4. A view."""
-    r = np.rot90(tiles, s % 4, axes=(1, 2))
-    return r[:, :, ::-1] if s >= 4 else r
-
-
-def undo_dihedral(tiles: np.ndarray, s: int) -> np.ndarray:
-    """The inverse of `dihedral(., s)`."""
-    r = tiles[:, :, ::-1] if s >= 4 else tiles
-    return np.rot90(r, -(s % 4), axes=(1, 2))
 
 
 def check_ensemble(n: int) -> None:

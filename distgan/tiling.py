@@ -146,6 +146,19 @@ def round_into(values: np.ndarray, dtype) -> np.ndarray:
     return np.clip(np.rint(values, out=values), info.min, info.max, out=values)
 
 
+def dihedral(tiles: np.ndarray, s: int) -> np.ndarray:
+    """Symmetry s (0-7) of each tile in a batch (n, h, w, c): s % 4 quarter turns, then a
+    mirror if s >= 4. A view."""
+    r = np.rot90(tiles, s % 4, axes=(1, 2))
+    return r[:, :, ::-1] if s >= 4 else r
+
+
+def undo_dihedral(tiles: np.ndarray, s: int) -> np.ndarray:
+    """The inverse of `dihedral(., s)`."""
+    r = tiles[:, :, ::-1] if s >= 4 else tiles
+    return np.rot90(r, -(s % 4), axes=(1, 2))
+
+
 def mirror_pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """`image` grown at the bottom and right to height x width by mirroring, as tiles are."""
     ys = mirror_index(np.arange(height), image.shape[0])
