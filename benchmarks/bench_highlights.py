@@ -32,16 +32,18 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=0.95)
     args = ap.parse_args()
     files = list_images(args.data) if args.data else corpus()[1][-2:]
-    images = [(f.name, read_image(f)[0]) for f in files]
-    noisy = {name: eval_noisy(clean, args.noise, 0, name)[0] for name, clean in images}
+    images = []  # (name, clean, noisy, highlight mask): prepared once for every model
+    for f in files:
+        clean = read_image(f)[0]
+        images.append((f.name, clean, eval_noisy(clean, args.noise, 0, f.name)[0],
+                       clean.mean(axis=2) >= args.threshold))
     for model in args.models.split(","):
         den = load_denoiser(None if model == "shipped" else model)
+        label = model if model == "shipped" else str(Path(*Path(model).parts[-3:]))
         for n in (int(t) for t in args.ensemble.split(",")):
-            for name, clean in images:
-                y = denoise_array(den, noisy[name], noise_level=args.noise, ensemble=n)
+            for name, clean, noisy, hl in images:
+                y = denoise_array(den, noisy, noise_level=args.noise, ensemble=n)
                 err = np.square(y - clean)
-                hl = clean.mean(axis=2) >= args.threshold
-                label = model if model == "shipped" else str(Path(*Path(model).parts[-3:]))
                 emit(bench="highlights", model=label, ensemble=n, image=name, noise=args.noise,
                      psnr=round(psnr(clean, y), 2),
                      highlight_mse_1e4=round(float(err[hl].mean() * 1e4), 2) if hl.any() else None,
