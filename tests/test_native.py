@@ -1,0 +1,109 @@
+"""Building, caching and falling back from the compiled noise kernels (native.py).
+
+The kernels' statistics are checked against the reference in test_noisebatch.py; here, the
+build itself: with this machine's real compiler, a missing one and a broken one.
+"""
+
+import ctypes
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from distgan import native
+
+# A child process that noises 4 crops through the public API and says which path it took.
+_CHILD = """
+import numpy as np
+from distgan import native
+from distgan.noise import parse_spec
+from distgan.noisebatch import add_noise_batch
+x = np.full((4, 16, 16, 3), 0.5, np.float32)
+out, _ = add_noise_batch(x, [parse_spec("gaussian:25")] * 4, np.random.default_rng(0))
+assert 0.05 < out.std() < 0.15
+print("native" if native.kernels() is not None else "numpy")
+try:
+    add_noise_batch(x, [parse_spec("gaussian:25")] * 4, np.random.default_rng(0), backend="native")
+except RuntimeError as e:
+    print("refused:", e)
+"""
+
+
+def _child(tmp_path, **env):
+    full = {**os.environ, "DISTGAN_CACHE": str(tmp_path / "cache"), **env}
+    done = subprocess.run([sys.executable, "-c", _CHILD], env=full, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout, done.stderr
+
+
+def test_first_use_builds_into_the_cache_and_later_processes_load_it(tmp_path):
+    out, err = _child(tmp_path)
+    assert out.splitlines() == ["native"] and "unavailable" not in err
+    built = list((tmp_path / "cache").glob("noise-*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    out, _ = _child(tmp_path)
+    assert out.splitlines() == ["native"]
+    assert [p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("noise-*.so")] == [stamp]
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.suffix != ".so" or p not in built]
+
+
+def test_the_build_is_keyed_by_compiler_and_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTGAN_CACHE", str(tmp_path))
+    a = native.library_path()
+    assert a.parent == tmp_path and a.name.startswith("noise-")
+    monkeypatch.setenv("CC", "gcc")
+    assert native.library_path() != a
+
+
+def test_a_build_is_loadable_and_draws_standard_normals(tmp_path):
+    path = tmp_path / "k.so"
+    native.build(path)
+    k = native.Kernels(ctypes.CDLL(str(path)))
+    z = k.normals(np.random.default_rng(0), (100_000,))
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02
+    # the same Generator state, the same numbers; a different one, different numbers
+    assert np.array_equal(z, k.normals(np.random.default_rng(0), (100_000,)))
+    assert not np.array_equal(z, k.normals(np.random.default_rng(1), (100_000,)))
+
+
+def test_without_a_compiler_the_numpy_path_runs_after_one_warning(tmp_path):
+    out, err = _child(tmp_path, CC=str(tmp_path / "no-such-cc"))
+    lines = out.splitlines()
+    assert lines[0] == "numpy"
+    assert lines[1].startswith("refused: the compiled noise kernels are unavailable")
+    assert err.count("compiled noise kernels unavailable, using numpy") == 1
+    assert "no-such-cc" in err and "Traceback" not in err
+    assert not list((tmp_path / "cache").glob("*.so"))  # nothing half-built left behind
+
+
+def test_a_failing_compiler_is_reported_with_its_words(tmp_path, monkeypatch):
+    cc = tmp_path / "cc"
+    cc.write_text("#!/bin/sh\necho 'cc: error: this compiler is broken' >&2\nexit 1\n")
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    with pytest.raises(RuntimeError, match="this compiler is broken"):
+        native.build(tmp_path / "cache" / "k.so")
+    out, err = _child(tmp_path, CC=str(cc))
+    assert out.splitlines()[0] == "numpy" and "this compiler is broken" in err
+    assert not list((tmp_path / "cache").iterdir())
+
+
+def test_distgan_native_0_turns_the_kernels_off_quietly(tmp_path):
+    out, err = _child(tmp_path, DISTGAN_NATIVE="0")
+    assert out.splitlines()[0] == "numpy" and "unavailable, using numpy" not in err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_kernels_refuse_arrays_they_cannot_write_in_place():
+    k = native.kernels()
+    x = np.zeros((2, 8, 8, 3), np.float32)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        k.apply(x[:, ::2], "gaussian", [5, 5], np.random.default_rng(0), True)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        k.apply(x.astype(np.float64), "gaussian", [5, 5], np.random.default_rng(0), True)
+    with pytest.raises(ValueError, match="2 crops want 2 levels"):
+        k.apply(x, "gaussian", [5], np.random.default_rng(0), True)
