@@ -7,8 +7,9 @@
                  crops per decoded photo and with 192 (the paper's chunks per photo per pass)
   (c) ray_1cpu / ray_2cpu   the same through Ray Data, with 1 and 2 CPUs (64 crops)
 
-then where (b)'s time goes: decode, crop, noise (and the scikit-image reference noise it
-replaced), against the floors of drawing the random numbers alone. One JSON line each;
+then where (b)'s time goes: decode, crop, noise (the compiled kernels the pipeline uses
+where they build, noisebatch's numpy path, and the scikit-image reference noise), against
+the floors of drawing the random numbers alone. One JSON line each;
 ratios are per core against (a). `--quick` for a short run.
 """
 
@@ -26,7 +27,7 @@ from distgan.config import load_config
 from distgan.data import chunk_batch, crops_of, noisy_chunks
 from distgan.imagefile import decode_rgb8
 from distgan.noise import add_noise, sample_spec
-from distgan.noisebatch import normals
+from distgan.noisebatch import kernels_for, normals
 from distgan.tiling import split
 
 CHUNK = 64
@@ -112,8 +113,8 @@ def through_ray(paths, k: int, cpus: int) -> tuple[int, float]:
 
 
 def breakdown(paths, k: int) -> dict:
-    """Per chunk: decode, crop, noise (the batched float32 path the pipeline uses, and the
-    scikit-image reference it replaced), against the floors of drawing the numbers alone."""
+    """Per chunk: decode, crop, noise (the compiled kernels, the numpy path, and the
+    scikit-image reference), against the floors of drawing the numbers alone."""
     cfg = cfg_for(k)
     rng = np.random.default_rng(0)
     t = time.perf_counter()
@@ -122,10 +123,12 @@ def breakdown(paths, k: int) -> dict:
     t = time.perf_counter()
     crops = [crops_of(im, CHUNK, k, rng) for im in imgs]
     crop = time.perf_counter() - t
-    t = time.perf_counter()
-    for c in crops:
-        noisy_chunks(c, cfg, rng)
-    noise = time.perf_counter() - t
+    noise = {}
+    for backend in ("native", "numpy"):
+        t = time.perf_counter()
+        for c in crops:
+            noisy_chunks(c, cfg, rng, backend=backend)
+        noise[backend] = time.perf_counter() - t
     n = k * len(paths)
     sub = crops[: max(1, len(crops) // 8)]  # the reference is slow: time an eighth
     t = time.perf_counter()
@@ -134,16 +137,20 @@ def breakdown(paths, k: int) -> dict:
             add_noise(crop_.astype(np.float32) / 255, sample_spec(cfg.noise, rng), rng)
     reference = (time.perf_counter() - t) / (k * len(sub))
     values = CHUNK * CHUNK * 3
+    kernels = kernels_for("native")
     floors = {}
     for name, draw in (("rng_floor_bits", lambda: rng.bit_generator.random_raw(values // 2)),
                        ("rng_floor_normals_f32", lambda: normals(rng, (values,))),
+                       ("rng_floor_normals_native", lambda: kernels.normals(rng, (values,))),
                        ("rng_floor_normals_f64", lambda: rng.standard_normal(values))):
         t = time.perf_counter()
         for _ in range(n):
             draw()
         floors[name] = (time.perf_counter() - t) / n
     return {"decode_us_per_chunk": 1e6 * decode / n, "crop_us_per_chunk": 1e6 * crop / n,
-            "noise_us_per_chunk": 1e6 * noise / n, "noise_reference_us_per_chunk": 1e6 * reference,
+            "noise_us_per_chunk": 1e6 * noise["native"] / n,
+            "noise_numpy_us_per_chunk": 1e6 * noise["numpy"] / n,
+            "noise_reference_us_per_chunk": 1e6 * reference,
             **{f"{k_}_us_per_chunk": 1e6 * v for k_, v in floors.items()}}
 
 

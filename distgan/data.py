@@ -230,20 +230,21 @@ def kind_label(spec) -> str:
 
 def noisy_chunks(
     crops: np.ndarray, cfg: Config, rng: np.random.Generator,
-    out: dict[str, np.ndarray] | None = None,
+    out: dict[str, np.ndarray] | None = None, backend: str = "auto",
 ) -> dict[str, np.ndarray]:
     """Noise each uint8 crop with its own random spec -> float32 {clean, noisy, params}.
 
     The crops are i.i.d., so they are reordered by their first noise kind: each kind is
     then noised in one call on a contiguous view (`noisebatch.add_noise_batch`). `out`
     may hold preallocated float32 'clean' and 'noisy' arrays of len(crops) chunks.
+    `backend` picks the noise code (`noisebatch.add_noise_batch`).
     """
     specs = sample_specs(cfg.noise, rng, len(crops))
     order = sorted(range(len(specs)), key=lambda i: NOISE_KINDS.index(specs[i].parts[0][0]))
     specs = [specs[i] for i in order]
     clean = np.empty(crops.shape, np.float32) if out is None else out["clean"]
     np.divide(crops[order], np.float32(255.0), out=clean, dtype=np.float32)
-    noisy, params = add_noise_batch(clean, specs, rng, None if out is None else out["noisy"])
+    noisy, params = add_noise_batch(clean, specs, rng, None if out is None else out["noisy"], backend)
     return {"clean": clean, "noisy": noisy, "params": params,
             "kind": np.array([kind_label(s) for s in specs])}
 
