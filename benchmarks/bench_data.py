@@ -24,7 +24,7 @@ import numpy as np
 from _common import corpus, cores, emit, quick
 
 from distgan.config import load_config
-from distgan.data import chunk_batch, crops_of, noisy_chunks
+from distgan.data import chunk_batch, crop_windows, cut_crops, cut_crops_float, noisy_chunks
 from distgan.imagefile import decode_rgb8
 from distgan.noise import add_noise, sample_spec
 from distgan.noisebatch import kernels_for, normals
@@ -120,24 +120,27 @@ def breakdown(paths, k: int) -> dict:
     t = time.perf_counter()
     imgs = [decode_rgb8(p.read_bytes(), str(p)) for p in paths]
     decode = time.perf_counter() - t
-    t = time.perf_counter()
-    crops = [crops_of(im, CHUNK, k, rng) for im in imgs]
-    crop = time.perf_counter() - t
-    noise = {}
-    for backend in ("native", "numpy"):
+    kernels = kernels_for("native")
+    windows = [crop_windows(im.shape, CHUNK, k, rng) for im in imgs]
+    crop, noise = {}, {}
+    for backend, kern in (("native", kernels), ("numpy", None)):
         t = time.perf_counter()
-        for c in crops:
-            noisy_chunks(c, cfg, rng, backend=backend)
-        noise[backend] = time.perf_counter() - t
+        for im, w in zip(imgs, windows):
+            cut_crops_float(im, CHUNK, *w, np.empty((k, CHUNK, CHUNK, 3), np.float32), kern)
+        crop[backend] = time.perf_counter() - t
+        t = time.perf_counter()
+        for im in imgs:  # windows, specs, crops and noise: the whole transform after decode
+            noisy_chunks(im, k, cfg, rng, backend=backend)
+        noise[backend] = time.perf_counter() - t - crop[backend]  # the rest of it
     n = k * len(paths)
-    sub = crops[: max(1, len(crops) // 8)]  # the reference is slow: time an eighth
+    eighth = max(1, len(imgs) // 8)  # the reference is slow: time an eighth
+    sub = [cut_crops(im, CHUNK, *w) for im, w in zip(imgs[:eighth], windows[:eighth])]
     t = time.perf_counter()
     for c in sub:
         for crop_ in c:
             add_noise(crop_.astype(np.float32) / 255, sample_spec(cfg.noise, rng), rng)
     reference = (time.perf_counter() - t) / (k * len(sub))
     values = CHUNK * CHUNK * 3
-    kernels = kernels_for("native")
     floors = {}
     for name, draw in (("rng_floor_bits", lambda: rng.bit_generator.random_raw(values // 2)),
                        ("rng_floor_normals_f32", lambda: normals(rng, (values,))),
@@ -147,7 +150,8 @@ def breakdown(paths, k: int) -> dict:
         for _ in range(n):
             draw()
         floors[name] = (time.perf_counter() - t) / n
-    return {"decode_us_per_chunk": 1e6 * decode / n, "crop_us_per_chunk": 1e6 * crop / n,
+    return {"decode_us_per_chunk": 1e6 * decode / n, "crop_us_per_chunk": 1e6 * crop["native"] / n,
+            "crop_numpy_us_per_chunk": 1e6 * crop["numpy"] / n,
             "noise_us_per_chunk": 1e6 * noise["native"] / n,
             "noise_numpy_us_per_chunk": 1e6 * noise["numpy"] / n,
             "noise_reference_us_per_chunk": 1e6 * reference,

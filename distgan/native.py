@@ -1,6 +1,7 @@
-"""The compiled noise kernels of `_noise.c`: built on first use, cached, optional.
+"""The compiled kernels of `_kernels.c`, the data stream's crop and noise steps: built on
+first use, cached, optional.
 
-The first process on a machine that asks for them compiles `_noise.c` with the C compiler
+The first process on a machine that asks for them compiles `_kernels.c` with the C compiler
 (`$CC`, else `cc`) for the host CPU (`-march=native`: its vector units are the point) into a
 cache folder (`$DISTGAN_CACHE`, else `~/.cache/distgan`). The file name carries a hash of the
 source, the flags, the compiler and the CPU's model and flags, so nodes with different CPUs
@@ -8,8 +9,8 @@ that share a home folder never load each other's build, and an edited source is 
 Builds land by atomic rename, so Ray workers starting together on one node are safe.
 
 Where there is no compiler, the build fails, or `DISTGAN_NATIVE=0`, `kernels()` returns
-None after one warning, and `noisebatch` keeps its numpy path: the same kinds, levels and
-statistics, about 3x slower (bench_noise.py).
+None after one warning, and `data` and `noisebatch` keep their numpy paths: the same crops,
+kinds, levels and statistics, 2-4x slower (bench_noise.py, bench_data.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 
 log = logging.getLogger("distgan.native")
 
-SOURCE = Path(__file__).with_name("_noise.c")
+SOURCE = Path(__file__).with_name("_kernels.c")
 # -mprefer-vector-width=512: where the CPU has AVX-512, the kernels run 25-30 % faster with
 # it than with gcc's default 256-bit vectors; elsewhere it changes nothing.
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fno-trapping-math",
@@ -61,11 +62,11 @@ def library_path() -> Path:
     key = hashlib.sha256()
     for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), _compiler().encode(), _cpu_id().encode()):
         key.update(part)
-    return _cache_dir() / f"noise-{platform.machine()}-{key.hexdigest()[:16]}.so"
+    return _cache_dir() / f"kernels-{platform.machine()}-{key.hexdigest()[:16]}.so"
 
 
 def build(path: Path) -> None:
-    """Compile `_noise.c` to `path`, atomically. Raises RuntimeError with the compiler's words."""
+    """Compile `_kernels.c` to `path`, atomically. Raises RuntimeError with the compiler's words."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
     os.close(fd)
@@ -94,6 +95,7 @@ class Kernels:
             getattr(lib, name).argtypes = [p, i64, i64, p, u64, i32]
         lib.dg_camera.argtypes = [p, i64, i64, p, f32, f32, u64, i32]
         lib.dg_impulse.argtypes = [p, i64, i64, p, i32, u64]
+        lib.dg_crops.argtypes = [p, i64, i64, i64, p, p, p, p]
         self.lib = lib
 
     @staticmethod
@@ -108,6 +110,23 @@ class Kernels:
         if lv.shape != (len(x),):
             raise ValueError(f"{len(x)} crops want {len(x)} levels, got shape {lv.shape}")
         return len(x), x[0].size if len(x) else 0, lv
+
+    def crops(self, img: np.ndarray, chunk: int, start: np.ndarray, di: np.ndarray, dj: np.ndarray,
+              out: np.ndarray) -> None:
+        """Crops of uint8 `img` (h, w, ch) as float32 / 255 into `out` (k, chunk, chunk, ch):
+        crop c's pixel (i, j) starts at byte start[c] + i di[c] + j dj[c] of the image."""
+        img = np.ascontiguousarray(img, np.uint8)
+        k, ch = len(start), img.shape[2]
+        if out.dtype != np.float32 or not out.flags.c_contiguous or out.shape != (k, chunk, chunk, ch):
+            raise ValueError(f"crops go to a C-contiguous float32 array of shape {(k, chunk, chunk, ch)}")
+        start, di, dj = (np.ascontiguousarray(a, np.int64) for a in (start, di, dj))
+        # the walk is affine, so its extremes are its corners: with them inside, all is
+        last = chunk - 1
+        corners = start[:, None] + np.outer(di, [0, 0, last, last]) + np.outer(dj, [0, last, 0, last])
+        if k and (corners.min() < 0 or corners.max() + ch > img.size):
+            raise ValueError(f"a crop walks out of the {img.shape} image")
+        self.lib.dg_crops(img.ctypes.data, ch, chunk, k, start.ctypes.data, di.ctypes.data, dj.ctypes.data,
+                          out.ctypes.data)
 
     def normals(self, rng: np.random.Generator, shape) -> np.ndarray:
         out = np.empty(shape, np.float32)
@@ -150,5 +169,5 @@ def kernels() -> Kernels | None:
             build(path)
         return Kernels(ctypes.CDLL(str(path)))
     except (RuntimeError, OSError) as e:
-        log.warning("compiled noise kernels unavailable, using numpy (about 3x slower): %s", e)
+        log.warning("compiled data kernels unavailable, using numpy (2-4x slower): %s", e)
         return None

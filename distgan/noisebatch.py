@@ -14,7 +14,7 @@ is what a data pipeline that must outrun its trainers needs. Only the sampling d
 - impulse kinds: one 32-bit draw per value; pepper is -1 instead of 0 in a crop that already
   holds negative values, and the result is clipped to [that, 1], as scikit-image does.
 
-Where a C compiler is at hand, the same sampling runs fused and vectorized in `_noise.c`
+Where a C compiler is at hand, the same sampling runs fused and vectorized in `_kernels.c`
 (`native.py` builds it on first use), 3-5x faster again; `backend="numpy"` keeps this
 module's own path, which is also what runs where the kernels can't be built.
 
@@ -194,7 +194,7 @@ def kernels_for(backend: str) -> native.Kernels | None:
         return None
     k = native.kernels()
     if k is None and backend == "native":
-        raise RuntimeError("the compiled noise kernels are unavailable here (see the warning above)")
+        raise RuntimeError("the compiled data kernels are unavailable here (see the warning above)")
     return k
 
 

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from distgan import native
 from distgan.config import load_config
 from distgan.data import (
-    LocalBatches, NoImagesError, Source, build_dataset, chunk_batch, crops_of, eval_images,
-    fit_to_chunk, noisy_chunks, open_source, tf_batches,
+    LocalBatches, NoImagesError, Source, build_dataset, chunk_batch, crop_windows, crops_of,
+    cut_crops, cut_crops_float, eval_images, fit_to_chunk, noisy_chunks, open_source, tf_batches,
 )
 from distgan.errors import UserError
 from distgan.noise import N_PARAMS
@@ -57,13 +58,49 @@ def test_small_images_are_padded_or_skipped():
     assert fit_to_chunk(np.zeros((1, 1, 3), np.uint8), 64, "pad").shape == (64, 64, 3)
 
 
-def test_noisy_chunks_rows():
-    crops = np.full((5, 32, 32, 3), 128, np.uint8)
-    out = noisy_chunks(crops, _cfg(), np.random.default_rng(0))
+@pytest.mark.parametrize("backend", ["native", "numpy"])
+def test_noisy_chunks_rows(backend):
+    img = np.full((40, 50, 3), 128, np.uint8)
+    out = noisy_chunks(img, 5, _cfg(), np.random.default_rng(0), backend=backend)
     assert out["clean"].dtype == out["noisy"].dtype == np.float32
     assert out["clean"].shape == out["noisy"].shape == (5, 32, 32, 3)
+    assert np.all(out["clean"] == np.float32(128 / 255))
     assert out["params"].shape == (5, N_PARAMS) and len(out["kind"]) == 5
     assert not np.array_equal(out["clean"], out["noisy"])
+
+
+@pytest.mark.parametrize("chunk, ch", [(16, 3), (7, 3), (1, 3), (9, 1), (5, 4)])
+def test_compiled_crops_are_the_numpy_crops(chunk, ch):
+    """Every symmetry of windows anywhere, edges included, cut by the kernels equals
+    `cut_crops` / 255 exactly."""
+    rng = np.random.default_rng(chunk)
+    img = rng.integers(0, 256, (23, 31, ch), dtype=np.uint8)
+    ys, xs, _ = crop_windows(img.shape, chunk, 64, rng)
+    ys[:2], xs[:2] = 0, [0, img.shape[1] - chunk]
+    ys[2:4], xs[2:4] = img.shape[0] - chunk, [0, img.shape[1] - chunk]
+    sym = np.arange(64) % 8
+    want = cut_crops(img, chunk, ys, xs, sym).astype(np.float32) / np.float32(255)
+    got = np.empty_like(want)
+    cut_crops_float(img, chunk, ys, xs, sym, got, native.kernels())
+    assert np.array_equal(got, want)
+
+
+def test_the_two_backends_draw_the_same_crops_and_specs():
+    img = np.random.default_rng(0).integers(0, 256, (60, 70, 3), dtype=np.uint8)
+    a, b = (noisy_chunks(img, 24, _cfg(), np.random.default_rng(5), backend=be) for be in ("native", "numpy"))
+    for key in ("clean", "params", "kind"):
+        assert np.array_equal(a[key], b[key]), key
+    assert not np.array_equal(a["noisy"], b["noisy"])  # different random streams
+
+
+def test_compiled_crops_refuse_a_window_outside_the_image():
+    img = np.zeros((20, 20, 3), np.uint8)
+    out = np.empty((1, 8, 8, 3), np.float32)
+    k = native.kernels()
+    k.crops(img, 8, np.array([(12 * 20 + 12) * 3]), np.array([60]), np.array([3]), out)  # the last window
+    for start, di, dj in (((13 * 20) * 3, 60, 3), (-3, 60, 3), (0, -60, 3), (0, 60, 180)):
+        with pytest.raises(ValueError, match="walks out of the"):
+            k.crops(img, 8, np.array([start]), np.array([di]), np.array([dj]), out)
 
 
 def test_local_batches_are_a_function_of_seed_and_step():

@@ -1,4 +1,4 @@
-"""Building, caching and falling back from the compiled noise kernels (native.py).
+"""Building, caching and falling back from the compiled data kernels (native.py).
 
 The kernels' statistics are checked against the reference in test_noisebatch.py; here, the
 build itself: with this machine's real compiler, a missing one and a broken one.
@@ -42,19 +42,19 @@ def _child(tmp_path, **env):
 def test_first_use_builds_into_the_cache_and_later_processes_load_it(tmp_path):
     out, err = _child(tmp_path)
     assert out.splitlines() == ["native"] and "unavailable" not in err
-    built = list((tmp_path / "cache").glob("noise-*.so"))
+    built = list((tmp_path / "cache").glob("kernels-*.so"))
     assert len(built) == 1
     stamp = built[0].stat().st_mtime_ns
     out, _ = _child(tmp_path)
     assert out.splitlines() == ["native"]
-    assert [p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("noise-*.so")] == [stamp]
+    assert [p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("kernels-*.so")] == [stamp]
     assert not [p for p in (tmp_path / "cache").iterdir() if p.suffix != ".so" or p not in built]
 
 
 def test_the_build_is_keyed_by_compiler_and_cache_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTGAN_CACHE", str(tmp_path))
     a = native.library_path()
-    assert a.parent == tmp_path and a.name.startswith("noise-")
+    assert a.parent == tmp_path and a.name.startswith("kernels-")
     monkeypatch.setenv("CC", "gcc")
     assert native.library_path() != a
 
@@ -74,8 +74,8 @@ def test_without_a_compiler_the_numpy_path_runs_after_one_warning(tmp_path):
     out, err = _child(tmp_path, CC=str(tmp_path / "no-such-cc"))
     lines = out.splitlines()
     assert lines[0] == "numpy"
-    assert lines[1].startswith("refused: the compiled noise kernels are unavailable")
-    assert err.count("compiled noise kernels unavailable, using numpy") == 1
+    assert lines[1].startswith("refused: the compiled data kernels are unavailable")
+    assert err.count("compiled data kernels unavailable, using numpy") == 1
     assert "no-such-cc" in err and "Traceback" not in err
     assert not list((tmp_path / "cache").glob("*.so"))  # nothing half-built left behind
 

@@ -1,4 +1,5 @@
-/* The training stream's noise kernels, fused: draw, noise and clip in one pass over a crop.
+/* The training stream's kernels: crops cut and scaled to float in one pass, and the noise
+ * kinds fused, draw, noise and clip in one pass over a crop.
  *
  * The same kinds and the same sampling as distgan/noisebatch.py's numpy path (see its
  * docstring), compiled on first use by distgan/native.py with the host's vector units.
@@ -292,6 +293,33 @@ void dg_impulse(float *x, int64_t n, int64_t size, const uint32_t *thr, int mode
                 w = u[i] < salt ? 1.0f : w;
                 w = w < low ? low : w;
                 v[i] = w > 1.0f ? 1.0f : w;
+            }
+        }
+    }
+}
+
+/* k crops of a uint8 image with ch channels as float32 in [0, 1], into out (k, chunk,
+ * chunk, ch). Crop c's pixel (i, j) is the ch bytes at start[c] + i * di[c] + j * dj[c]:
+ * a rotated or mirrored window is the same walk with other steps. */
+void dg_crops(const uint8_t *img, int64_t ch, int64_t chunk, int64_t k, const int64_t *start,
+              const int64_t *di, const int64_t *dj, float *out) {
+    const float white = 255.0f; /* a division, not a product with 1/255: numpy's rounding */
+    for (int64_t c = 0; c < k; c++) {
+        float *restrict o = out + c * chunk * chunk * ch;
+        for (int64_t i = 0; i < chunk; i++, o += chunk * ch) {
+            const uint8_t *restrict row = img + start[c] + i * di[c];
+            if (dj[c] == ch) { /* an upright row: one contiguous run */
+                for (int64_t t = 0; t < chunk * ch; t++) o[t] = row[t] / white;
+            } else if (ch == 3) {
+                for (int64_t j = 0; j < chunk; j++) {
+                    const uint8_t *px = row + j * dj[c];
+                    o[3 * j] = px[0] / white;
+                    o[3 * j + 1] = px[1] / white;
+                    o[3 * j + 2] = px[2] / white;
+                }
+            } else {
+                for (int64_t j = 0; j < chunk; j++)
+                    for (int64_t q = 0; q < ch; q++) o[j * ch + q] = row[j * dj[c] + q] / white;
             }
         }
     }
