@@ -15,7 +15,7 @@ is what a data pipeline that must outrun its trainers needs. Only the sampling d
   holds negative values, and the result is clipped to [that, 1], as scikit-image does.
 
 Where a C compiler is at hand, the same sampling runs fused and vectorized in `_kernels.c`
-(`native.py` builds it on first use), 3-5x faster again; `backend="numpy"` keeps this
+(`native.py` builds it on first use), 2-4x faster again; `backend="numpy"` keeps this
 module's own path, which is also what runs where the kernels can't be built.
 
 `tests/test_noisebatch.py` checks each kind's moments against `noise.add_noise`, on both.
