@@ -171,3 +171,18 @@ def kernels() -> Kernels | None:
     except (RuntimeError, OSError) as e:
         log.warning("compiled data kernels unavailable, using numpy (2-4x slower): %s", e)
         return None
+
+
+def main() -> int:
+    """`python -m distgan.native`: build the kernels now (a cluster node's setup step, so
+    that no Ray worker waits for the compiler) and say where they are, or why not."""
+    logging.basicConfig(format="%(message)s")
+    if kernels() is None:
+        print("distgan: no compiled data kernels here; the data stream uses numpy")
+        return 1
+    print(f"distgan: compiled data kernels at {library_path()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

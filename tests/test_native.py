@@ -107,3 +107,15 @@ def test_kernels_refuse_arrays_they_cannot_write_in_place():
         k.apply(x.astype(np.float64), "gaussian", [5, 5], np.random.default_rng(0), True)
     with pytest.raises(ValueError, match="2 crops want 2 levels"):
         k.apply(x, "gaussian", [5], np.random.default_rng(0), True)
+
+
+def test_the_setup_command_builds_and_says_where_or_why_not(tmp_path):
+    env = {**os.environ, "DISTGAN_CACHE": str(tmp_path / "cache")}
+    run = lambda **e: subprocess.run([sys.executable, "-m", "distgan.native"], env={**env, **e},
+                                     capture_output=True, text=True, timeout=300)
+    done = run()
+    built = list((tmp_path / "cache").glob("kernels-*.so"))
+    assert done.returncode == 0 and len(built) == 1 and str(built[0]) in done.stdout
+    done = run(DISTGAN_CACHE=str(tmp_path / "other"), CC=str(tmp_path / "no-such-cc"))
+    assert done.returncode == 1 and "uses numpy" in done.stdout and "no-such-cc" in done.stderr
+    assert "Traceback" not in done.stderr
