@@ -1,11 +1,11 @@
 """Training data: sources, decoding, and the per-image transform (crops -> noise).
 
 The transform is plain functions on arrays (`noisy_chunks`: numpy, or the compiled kernels
-of `native` where they build), so it is tested eagerly and
-runs unchanged in-process (`LocalBatches`, for `--local`) and inside Ray Data
-(`build_dataset`, for Ray Train). Nothing is precomputed per epoch: every batch is drawn
-fresh, and in local mode batch `step` is a pure function of (seed, step), so a resumed
-run sees exactly the batches it would have seen.
+of `native` where they build), so it is tested eagerly and runs unchanged in-process
+(`LocalBatches`, for `--local`) and inside Ray Data (`build_dataset`, for Ray Train).
+Nothing is precomputed per epoch: every batch is drawn fresh, and in local mode batch
+`step` is a pure function of (seed, step) on a given backend, so a resumed run sees exactly the
+batches it would have seen.
 
 Sources (`data.source`):
     samples         colour photos that scikit-image installs (the default; no download)
