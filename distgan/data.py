@@ -495,7 +495,7 @@ def data_resource_limits(cfg: Config) -> None:
 
 
 # Rows per Ray Data task, as bytes of float32 clean + noisy chunks: ~1,000 rows at 64 px.
-# Through Ray Data on 1 CPU, tasks of 512 / 256 rows at 64 px ran 10 % / 25 % slower: the
+# Through Ray Data on 1 CPU, tasks of 512 / 256 rows at 64 px ran 10 % / 28 % slower: the
 # worker waits for its next task between tasks. Under Ray Data's 128 MB block size.
 TASK_BYTES = 96 * 2**20
 
