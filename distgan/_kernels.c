@@ -3,7 +3,7 @@
  *
  * The same kinds and the same sampling as distgan/noisebatch.py's numpy path (see its
  * docstring), compiled on first use by distgan/native.py with the host's vector units.
- * Nothing here calls libm in a loop that should vectorize: log, exp, sin and cos are the
+ * No loop here calls libm's log, exp, sin or cos, which would keep it scalar: they are the
  * Cephes single-precision polynomials (relative error ~1e-7), written so that gcc and
  * clang vectorize them.
  *
@@ -11,18 +11,19 @@
  * with a 64-bit key drawn from the caller's numpy Generator for every call. One 64-bit
  * value gives two normals (Box-Muller from 24 + 24 bits) or two 32-bit draws.
  *
- * Every kernel works on n crops of `size` floats each, crop c at its own level[c], in place.
+ * Every noise kernel works on n crops of `size` floats each, crop c at its own level[c],
+ * in place.
  */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #define BLOCK 2048
-
-typedef float f16 __attribute__((vector_size(64)));
-typedef int32_t i16 __attribute__((vector_size(64)));
 #define GOLDEN 0x9e3779b97f4a7c15ULL
 #define EXACT_POISSON_BELOW 10.0f
+
+typedef float f16 __attribute__((vector_size(64))); /* 16 lanes, in whatever vectors exist */
+typedef int32_t i16 __attribute__((vector_size(64)));
 
 static inline uint64_t mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
