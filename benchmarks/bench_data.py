@@ -182,9 +182,9 @@ def main() -> None:
         emit(bench="data", method="inprocess", corpus=name, crops_per_image=kk, chunks=n_b,
              chunks_per_s=round(n_b / t_b), chunks_per_s_per_core=round(n_b / t_b),
              ratio_per_core_vs_paper=round(n_b / t_b / a_core, 2), cores=1)
-    # Untimed: without this pass, the first timed line (1 CPU, 64 crops) ran 3.9-4.3k
-    # chunks/s in three runs where runs with 10 tasks instead of 20 ran 5.2-6.0k; a fresh
-    # cluster's first pipeline also faults in the object store's memory.
+    # Untimed, so that every timed line finds a warm cluster (workers started, the object
+    # store's memory touched). It changed the first line little: 3.9-4.3k chunks/s in three
+    # runs without it, 4.2-4.5k in three with it (1 CPU, 64 crops).
     through_ray(paths[:8], k, 1)
     for cpus, kk in ((1, k), (1, K_PAPER), (2, k)):
         n_c, t_c = through_ray(paths, kk, cpus)
