@@ -3,9 +3,10 @@ first use, cached, optional.
 
 The first process on a machine that asks for them compiles `_kernels.c` with the C compiler
 (`$CC`, else `cc`) for the host CPU (`-march=native`: its vector units are the point) into a
-cache folder (`$DISTGAN_CACHE`, else `~/.cache/distgan`). The file name carries a hash of the
-source, the flags, the compiler and the CPU's model and flags, so nodes with different CPUs
-that share a home folder never load each other's build, and an edited source is rebuilt.
+cache folder (`$DISTGAN_CACHE`, else `~/.cache/distgan`; the temp folder if that can't be
+written). The file name carries a hash of the source, the flags, the compiler and the CPU's
+model and flags, so nodes with different CPUs that share a home folder never load each
+other's build, and an edited source is rebuilt.
 Builds land by atomic rename, so Ray workers starting together on one node are safe.
 
 Where there is no compiler, the build fails, or `DISTGAN_NATIVE=0`, `kernels()` returns
@@ -57,12 +58,13 @@ def _cache_dir() -> Path:
     return Path(root)
 
 
-def library_path() -> Path:
-    """Where the build for this source, compiler and CPU lives (or will)."""
+def library_path(folder: Path | None = None) -> Path:
+    """Where the build for this source, compiler and CPU lives (or will), in `folder` (by
+    default the cache folder)."""
     key = hashlib.sha256()
     for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), _compiler().encode(), _cpu_id().encode()):
         key.update(part)
-    return _cache_dir() / f"kernels-{platform.machine()}-{key.hexdigest()[:16]}.so"
+    return (folder or _cache_dir()) / f"kernels-{platform.machine()}-{key.hexdigest()[:16]}.so"
 
 
 def build(path: Path) -> None:
@@ -87,7 +89,8 @@ class Kernels:
     """The loaded library. Each call draws one 64-bit key from `rng`, so a seeded Generator
     gives the same noise on the same machine."""
 
-    def __init__(self, lib: ctypes.CDLL):
+    def __init__(self, lib: ctypes.CDLL, path: Path | None = None):
+        self.path = path
         p, i64, u64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_int, ctypes.c_float
         lib.dg_normals.argtypes = [p, i64, u64]
         lib.dg_poisson_counts.argtypes = [p, p, i64, u64]
@@ -164,10 +167,17 @@ def kernels() -> Kernels | None:
     if os.environ.get("DISTGAN_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         return None
     try:
-        path = library_path()
-        if not path.exists():
-            build(path)
-        return Kernels(ctypes.CDLL(str(path)))
+        # the cache folder; if it can't be written (a read-only home), the temp folder
+        for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"distgan-{os.getuid()}"):
+            path = library_path(folder)
+            try:
+                if not path.exists():
+                    build(path)
+                return Kernels(ctypes.CDLL(str(path)), path)
+            except OSError as e:  # the folder (the compiler's failures are RuntimeError)
+                problem = f"cannot build in {folder}: {e}"
+                log.info(problem)
+        raise OSError(problem)
     except (RuntimeError, OSError) as e:
         log.warning("compiled data kernels unavailable, using numpy (2-4x slower): %s", e)
         return None
@@ -177,10 +187,11 @@ def main() -> int:
     """`python -m distgan.native`: build the kernels now (a cluster node's setup step, so
     that no Ray worker waits for the compiler) and say where they are, or why not."""
     logging.basicConfig(format="%(message)s")
-    if kernels() is None:
+    k = kernels()
+    if k is None:
         print("distgan: no compiled data kernels here; the data stream uses numpy")
         return 1
-    print(f"distgan: compiled data kernels at {library_path()}")
+    print(f"distgan: compiled data kernels at {k.path}")
     return 0
 
 

@@ -51,6 +51,15 @@ def test_first_use_builds_into_the_cache_and_later_processes_load_it(tmp_path):
     assert not [p for p in (tmp_path / "cache").iterdir() if p.suffix != ".so" or p not in built]
 
 
+def test_an_unwritable_cache_folder_falls_back_to_the_temp_folder(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "tmp").mkdir()
+    out, err = _child(tmp_path, DISTGAN_CACHE=str(tmp_path / "a-file" / "cache"),
+                      TMPDIR=str(tmp_path / "tmp"))
+    assert out.splitlines() == ["native"] and "unavailable" not in err
+    assert len(list((tmp_path / "tmp").glob(f"distgan-{os.getuid()}/kernels-*.so"))) == 1
+
+
 def test_the_build_is_keyed_by_compiler_and_cache_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTGAN_CACHE", str(tmp_path))
     a = native.library_path()
