@@ -25,7 +25,7 @@ import numpy as np
 from _common import corpus, cores, emit, quick
 
 from distgan.config import load_config
-from distgan.data import TASK_BYTES, chunk_batch, crop_windows, cut_crops, cut_crops_float, noisy_chunks
+from distgan.data import chunk_batch, crop_windows, cut_crops, cut_crops_float, noisy_chunks, rows_per_task
 from distgan.imagefile import decode_rgb8
 from distgan.noise import add_noise, sample_spec
 from distgan.noisebatch import kernels_for, normals
@@ -93,7 +93,7 @@ def inprocess(paths, k: int, repeats: int = 3) -> tuple[int, float]:
     40 photos at 192 crops allocates 754 MB per output array, whose page faults made the
     figure swing by 40 % between runs)."""
     cfg = cfg_for(k)
-    per_task = max(1, TASK_BYTES // (2 * 4 * 3 * CHUNK**2) // k)
+    per_task = max(1, rows_per_task(CHUNK) // k)
     runs = []
     for epoch in range(repeats):
         n, t0 = 0, time.perf_counter()
@@ -117,7 +117,7 @@ def through_ray(paths, k: int, cpus: int) -> tuple[int, float]:
     # rows per CPU have arrived. A fresh worker process's first task ran ~2.7x slower
     # (imports, the kernels' loading, first-touch memory): 386-415 us a chunk against a
     # median of 153 over 100 tasks, which in a 20-task run cut the figure by ~15 %.
-    warm = 2 * cpus * (TASK_BYTES // (2 * 4 * 3 * CHUNK**2))
+    warm = 2 * cpus * rows_per_task(CHUNK)
     n, t0 = 0, None
     for b in tf_batches(ds, 256, 0):
         if t0 is None and n >= warm:

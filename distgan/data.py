@@ -500,6 +500,11 @@ def data_resource_limits(cfg: Config) -> None:
 TASK_BYTES = 96 * 2**20
 
 
+def rows_per_task(chunk: int) -> int:
+    """How many chunk rows (float32 clean + noisy, RGB) make TASK_BYTES."""
+    return TASK_BYTES // (2 * 4 * 3 * chunk**2)
+
+
 def build_dataset(cfg: Config, source: Source, epochs: int = 1, stats=None):
     """A streaming `ray.data.Dataset` of noisy chunk rows: read -> decode -> crops -> noise.
 
@@ -515,8 +520,7 @@ def build_dataset(cfg: Config, source: Source, epochs: int = 1, stats=None):
     # Images per task: enough for ~TASK_BYTES of rows, so the per-task cost of Ray
     # (scheduling, block shaping) is spread thin, and at least two tasks per data worker,
     # so a small corpus still runs in parallel.
-    rows_per_task = TASK_BYTES // (2 * 4 * 3 * cfg.data.chunk**2)
-    per_block = max(1, min(rows_per_task // cfg.data.crops_per_image,
+    per_block = max(1, min(rows_per_task(cfg.data.chunk) // cfg.data.crops_per_image,
                            len(items) // (2 * cfg.data.data_workers)))
     ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / per_block)))
     if source.array is not None:
