@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .noise import _CAMERA_FULL_WELL_ISO100, _CAMERA_READ_ELECTRONS
+
 log = logging.getLogger("distgan.native")
 
 SOURCE = Path(__file__).with_name("_kernels.c")
@@ -142,19 +144,17 @@ class Kernels:
         self.lib.dg_poisson_counts(lam.ctypes.data, out.ctypes.data, lam.size, self._key(rng))
         return out
 
-    def apply(self, x: np.ndarray, kind: str, levels, rng: np.random.Generator, clip: bool,
-              camera: tuple[float, float] = (0.0, 0.0)) -> None:
-        """Noise crops x (n, ...) in place, crop i at levels[i]: noisebatch's kinds. For
-        `camera`, `camera` = (full-well electrons at ISO 100, read noise electrons)."""
+    def apply(self, x: np.ndarray, kind: str, levels, rng: np.random.Generator, clip: bool) -> None:
+        """Noise crops x (n, ...) in place, crop i at levels[i]: noisebatch's kinds. For the
+        impulse kinds, levels are `noisebatch.impulse_thresholds` (uint32)."""
         if kind in _IMPULSE_MODES:
-            thr = np.minimum(np.asarray(levels, np.float64) * 2.0**32, 2.0**32 - 1).astype(np.uint32)
-            n, size, thr = self._crops(x, thr, np.uint32)
+            n, size, thr = self._crops(x, levels, np.uint32)
             self.lib.dg_impulse(x.ctypes.data, n, size, thr.ctypes.data, _IMPULSE_MODES[kind], self._key(rng))
             return
         n, size, lv = self._crops(x, levels)
         if kind == "camera":
-            self.lib.dg_camera(x.ctypes.data, n, size, lv.ctypes.data, camera[0], camera[1],
-                               self._key(rng), int(clip))
+            self.lib.dg_camera(x.ctypes.data, n, size, lv.ctypes.data, _CAMERA_FULL_WELL_ISO100,
+                               _CAMERA_READ_ELECTRONS, self._key(rng), int(clip))
         elif kind in ("gaussian", "speckle", "poisson"):
             getattr(self.lib, f"dg_{kind}")(x.ctypes.data, n, size, lv.ctypes.data, self._key(rng), int(clip))
         else:

@@ -41,6 +41,7 @@ from .noise import (
 EXACT_POISSON_BELOW = 10.0
 BLOCK_VALUES = 50_000
 BACKENDS = ("auto", "native", "numpy")
+IMPULSE_KINDS = ("salt", "pepper", "s&p")
 _F = np.float32
 
 
@@ -169,12 +170,16 @@ def _clip(x: np.ndarray, clip: bool) -> None:
         np.clip(x, 0, 1, out=x)
 
 
+def impulse_thresholds(amount) -> np.ndarray:
+    """Each crop's impulse probability as a threshold on a uint32 draw: amount * 2^32."""
+    return np.minimum(np.asarray(amount, np.float64) * 2.0**32, 2.0**32 - 1).astype(np.uint32)
+
+
 def _impulse(x: np.ndarray, kind: str, amount: np.ndarray, rng: np.random.Generator) -> None:
     """Each value flips with probability `amount` (per crop): to 1 (salt), to the crop's low
     value (pepper), or to either with equal odds (s&p). One 32-bit draw per value, compared
     with amount * 2^32; then clipped to [low, 1], where scikit-image clips too."""
-    thr = np.minimum(np.asarray(amount, np.float64) * 2.0**32, 2.0**32 - 1).astype(np.uint32)
-    thr = thr[:, None, None, None]
+    thr = impulse_thresholds(amount)[:, None, None, None]
     bits = _bits(rng, x.size).reshape(x.shape)
     signed = bool(x.min() < 0)  # only after unclipped noise; else every crop's low is 0
     low = np.where(x.min(axis=(1, 2, 3)) < 0, _F(-1), _F(0))[:, None, None, None] if signed else _F(0)
@@ -204,7 +209,7 @@ def _apply(x: np.ndarray, kind: str, levels: np.ndarray, rng: np.random.Generato
     or a few crops per numpy call, so that temporaries of ~50k values stay in cache, where
     whole-batch ones run 2x slower here."""
     if kernels is not None:
-        kernels.apply(x, kind, levels, rng, clip, (_CAMERA_FULL_WELL_ISO100, _CAMERA_READ_ELECTRONS))
+        kernels.apply(x, kind, impulse_thresholds(levels) if kind in IMPULSE_KINDS else levels, rng, clip)
         return
     step = max(1, BLOCK_VALUES // max(1, x[0].size))
     for i in range(0, len(x), step):
@@ -222,7 +227,7 @@ def _apply_block(x: np.ndarray, kind: str, levels: np.ndarray, rng: np.random.Ge
         z *= np.sqrt(_per_crop(levels))
         z *= x
         x += z
-    elif kind in ("salt", "pepper", "s&p"):
+    elif kind in IMPULSE_KINDS:
         _impulse(x, kind, levels, rng)
         return
     elif kind == "poisson":
