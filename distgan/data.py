@@ -233,11 +233,6 @@ def cut_crops(img: np.ndarray, chunk: int, ys, xs, sym) -> np.ndarray:
     return out.view(img.dtype).reshape(len(ys), chunk, chunk, ch)
 
 
-def crops_of(img: np.ndarray, chunk: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k random chunk x chunk crops, each randomly flipped/rotated (8 symmetries)."""
-    return cut_crops(img, chunk, *crop_windows(img.shape, chunk, k, rng))
-
-
 @functools.cache
 def _symmetry_walks(chunk: int) -> np.ndarray:
     """(8, 3, 2): for each symmetry, where `tiling.dihedral`'s output pixel (0, 0) comes from

@@ -10,7 +10,7 @@ from PIL import Image
 from distgan import native
 from distgan.config import load_config
 from distgan.data import (
-    LocalBatches, NoImagesError, Source, build_dataset, chunk_batch, crop_windows, crops_of,
+    LocalBatches, NoImagesError, Source, build_dataset, chunk_batch, crop_windows,
     cut_crops, cut_crops_float, eval_images, fit_to_chunk, noisy_chunks, open_source, tf_batches,
 )
 from distgan.errors import UserError
@@ -24,6 +24,11 @@ def _cfg(*sets):
 
 
 # ---------------------------------------------------------------- eager transform
+
+
+def crops_of(img, chunk, k, rng):
+    """k random crops of img, each at a random symmetry: what noisy_chunks cuts."""
+    return cut_crops(img, chunk, *crop_windows(img.shape, chunk, k, rng))
 
 
 def test_crops_are_random_windows_of_the_image_and_seeded():
