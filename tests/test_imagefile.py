@@ -50,6 +50,32 @@ def test_exif_orientation_is_applied(tmp_path):
     assert x.shape == (4, 2, 3)
 
 
+@pytest.mark.parametrize("mode, save", [
+    ("RGB", {"subsampling": 2}), ("RGB", {"subsampling": 0}), ("RGB", {"subsampling": 1}),
+    ("RGB", {"progressive": True}), ("L", {}), ("CMYK", {}),
+])
+def test_jpeg_decodes_to_pillows_pixels(tmp_path, monkeypatch, mode, save):
+    """The libjpeg-turbo path (colour and grey) gives exactly Pillow's pixels, and the
+    kinds it leaves to Pillow (CMYK) still decode; odd sizes test the chroma edges."""
+    from distgan import imagefile
+
+    taken = []
+    turbo_jpeg = imagefile._turbo_jpeg
+    monkeypatch.setattr(imagefile, "_turbo_jpeg", lambda *a: taken.append(a[1]) or turbo_jpeg(*a))
+
+    rng = np.random.default_rng(1)
+    smooth = np.cumsum(rng.integers(0, 9, (37, 53, 4)), axis=1) % 256
+    arr = smooth[..., : {"RGB": 3, "L": 1, "CMYK": 4}[mode]].astype(np.uint8).squeeze()
+    Image.fromarray(arr, mode).save(tmp_path / "a.jpg", quality=90, **save)
+    data = (tmp_path / "a.jpg").read_bytes()
+    with Image.open(tmp_path / "a.jpg") as im:
+        want = np.asarray(im.convert("RGB"))
+    x, info = imagefile.decode_native(data, "a.jpg")
+    assert taken == ([] if mode == "CMYK" else [mode])
+    assert x.dtype == np.uint8 and info.grey == (mode == "L")
+    assert np.array_equal(x, want)
+
+
 @pytest.mark.parametrize(
     "content, reason",
     [(b"", "empty file"), (b"hello, not an image", "not a readable image"),
