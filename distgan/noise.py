@@ -39,6 +39,8 @@ from .config import NOISE_KINDS, NoiseConfig
 from .errors import UserError
 
 N_PARAMS = len(NOISE_KINDS)
+MAX_PARTS = 3  # a mix has 2 or 3
+_GAUSSIAN, _POISSON, _SPECKLE, _CAMERA = map(NOISE_KINDS.index, ("gaussian", "poisson", "speckle", "camera"))
 
 # Sensor model for `camera`: photons at full white at ISO 100 and read noise in electrons.
 _CAMERA_FULL_WELL_ISO100 = 4_000.0
@@ -93,7 +95,7 @@ def parse_spec(text: str) -> NoiseSpec:
     mixed = text.startswith("mix:")
     body = text[4:] if mixed else text
     pieces = body.split("+")
-    if mixed and not 2 <= len(pieces) <= 3:
+    if mixed and not 2 <= len(pieces) <= MAX_PARTS:
         raise NoiseSpecError(f"noise spec {raw!r}: a mix has 2 or 3 parts; accepted: {_FORMS}")
     if not mixed and len(pieces) != 1:
         raise NoiseSpecError(f"noise spec {raw!r}: write several kinds as mix:A+B; accepted: {_FORMS}")
@@ -126,28 +128,83 @@ def _check_level(kind: str, level: float, raw: str) -> None:
         )
 
 
+def normalised_levels(kinds: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Map levels to [0, 1] for conditioning (see module docstring), elementwise: kinds are
+    positions in NOISE_KINDS, levels native levels; float64."""
+    kinds, levels = np.asarray(kinds), np.asarray(levels, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):  # each formula runs on every value
+        v = np.select(
+            [kinds == _GAUSSIAN, kinds == _POISSON, kinds == _SPECKLE, kinds == _CAMERA],
+            [levels / 100.0, 1.0 / np.sqrt(levels), np.sqrt(levels),
+             np.log2(np.maximum(levels, 1e-9) / 50.0) / 10.0],
+            levels)
+    return np.clip(v, 0.0, 1.0)
+
+
 def normalised_level(kind: str, level: float) -> float:
-    """Map a kind's native level to [0, 1] for conditioning (see module docstring)."""
-    if kind == "gaussian":
-        v = level / 100.0
-    elif kind == "poisson":
-        v = 1.0 / math.sqrt(level)
-    elif kind == "speckle":
-        v = math.sqrt(level)
-    elif kind == "camera":
-        v = math.log2(max(level, 1e-9) / 50.0) / 10.0
-    else:
-        v = level
-    return float(min(max(v, 0.0), 1.0))
+    """`normalised_levels` of one (kind, level)."""
+    return float(normalised_levels(np.array([NOISE_KINDS.index(kind)]), np.array([level]))[0])
 
 
 def params_of(spec: NoiseSpec) -> np.ndarray:
     """The conditioning vector of a concrete spec."""
-    params = np.zeros(N_PARAMS, np.float32)
-    for kind, level in spec.parts:
-        i = NOISE_KINDS.index(kind)
-        params[i] = max(params[i], normalised_level(kind, level))
-    return params
+    return SpecArrays.of([spec]).params()[0]
+
+
+def impulse_thresholds(amount) -> np.ndarray:
+    """Impulse probabilities as thresholds on a uint32 draw: amount * 2^32."""
+    return np.minimum(np.asarray(amount, np.float64) * 2.0**32, 2.0**32 - 1).astype(np.uint32)
+
+
+@dataclass(frozen=True)
+class SpecArrays:
+    """n concrete specs as arrays, for code that noises many crops at once.
+
+    kinds: (n, MAX_PARTS) int32, each spec's parts as positions in NOISE_KINDS in the
+    order they are applied, -1 past its last part; levels: (n, MAX_PARTS) float64, 0 past
+    the last part; clip: (n,) bool.
+    """
+
+    kinds: np.ndarray
+    levels: np.ndarray
+    clip: np.ndarray
+
+    @classmethod
+    def of(cls, specs) -> SpecArrays:
+        n = len(specs)
+        kinds, levels = np.full((n, MAX_PARTS), -1, np.int32), np.zeros((n, MAX_PARTS))
+        for i, s in enumerate(specs):
+            if s.is_random:
+                raise ValueError("concrete specs wanted (draw `random` with sample_spec)")
+            for j, (kind, level) in enumerate(s.parts):
+                kinds[i, j], levels[i, j] = NOISE_KINDS.index(kind), level
+        return cls(kinds, levels, np.array([s.clip for s in specs], bool))
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    def specs(self) -> list[NoiseSpec]:
+        kinds, levels, clip = self.kinds.tolist(), self.levels.tolist(), self.clip.tolist()
+        return [NoiseSpec(tuple((NOISE_KINDS[k], lv) for k, lv in zip(ks, ls) if k >= 0), c)
+                for ks, ls, c in zip(kinds, levels, clip)]
+
+    def take(self, idx) -> SpecArrays:
+        return SpecArrays(self.kinds[idx], self.levels[idx], self.clip[idx])
+
+    def params(self) -> np.ndarray:
+        """Each spec's conditioning vector, (n, N_PARAMS) float32: per kind, the largest of
+        its parts' normalised levels."""
+        params = np.zeros((len(self), N_PARAMS))
+        for j in range(MAX_PARTS):
+            has = np.flatnonzero(self.kinds[:, j] >= 0)
+            k = self.kinds[has, j]
+            np.maximum.at(params, (has, k), normalised_levels(k, self.levels[has, j]))
+        return params.astype(np.float32)
+
+    def labels(self) -> np.ndarray:
+        """What the stats count: the kind's name for one part, 'mix' for more."""
+        names = np.array(NOISE_KINDS)[np.maximum(self.kinds[:, 0], 0)]
+        return np.where(self.kinds[:, 1] >= 0, "mix", names)
 
 
 def _ranges(cfg: NoiseConfig) -> dict[str, tuple[float, float, bool]]:
@@ -181,7 +238,7 @@ def sample_spec(cfg: NoiseConfig, rng: np.random.Generator) -> NoiseSpec:
     return NoiseSpec(tuple(parts), cfg.clip)
 
 
-def sample_specs(cfg: NoiseConfig, rng: np.random.Generator, n: int) -> list[NoiseSpec]:
+def draw_specs(cfg: NoiseConfig, rng: np.random.Generator, n: int) -> SpecArrays:
     """n specs distributed as `sample_spec`'s, drawn with a few array calls (the data
     pipeline draws one per crop; one at a time costs ~13 us each)."""
     kinds = list(cfg.kinds)
@@ -190,17 +247,27 @@ def sample_specs(cfg: NoiseConfig, rng: np.random.Generator, n: int) -> list[Noi
     if m > 1:
         mixed = rng.random(n) < cfg.mix_prob
         counts[mixed] = rng.integers(2, min(3, m) + 1, size=int(mixed.sum()))
-    picks = np.argsort(rng.random((n, m)), axis=1)[:, :3]  # a random order of the kinds
+    picks = np.argsort(rng.random((n, m)), axis=1)[:, :MAX_PARTS]  # a random order of the kinds
     ranges = _ranges(cfg)
     lo, hi, log = (np.array([ranges[k][i] for k in kinds]) for i in range(3))
     lo, hi, log = lo[picks], hi[picks], log[picks].astype(bool)
     np.log(lo, out=lo, where=log)  # only where drawn log-uniformly: a 0 lower bound is fine
     np.log(hi, out=hi, where=log)
     levels = lo + rng.random(picks.shape) * (hi - lo)
-    levels = np.exp(levels, out=levels, where=log).tolist()
-    picks = picks.tolist()
-    return [NoiseSpec(tuple((kinds[picks[i][j]], levels[i][j]) for j in range(counts[i])), cfg.clip)
-            for i in range(n)]
+    np.exp(levels, out=levels, where=log)
+    used = np.arange(MAX_PARTS) < counts[:, None]
+    out_kinds = np.full((n, MAX_PARTS), -1, np.int32)
+    out_levels = np.zeros((n, MAX_PARTS))
+    cols = picks.shape[1]
+    positions = np.array([NOISE_KINDS.index(k) for k in kinds], np.int32)[picks]
+    out_kinds[:, :cols] = np.where(used[:, :cols], positions, -1)
+    out_levels[:, :cols] = np.where(used[:, :cols], levels, 0.0)
+    return SpecArrays(out_kinds, out_levels, np.full(n, cfg.clip, bool))
+
+
+def sample_specs(cfg: NoiseConfig, rng: np.random.Generator, n: int) -> list[NoiseSpec]:
+    """`draw_specs` as a list of specs."""
+    return draw_specs(cfg, rng, n).specs()
 
 
 # sRGB transfer functions (IEC 61966-2-1)

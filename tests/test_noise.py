@@ -3,7 +3,8 @@ import pytest
 
 from distgan.config import NOISE_KINDS, NoiseConfig
 from distgan.noise import (
-    N_PARAMS, NoiseSpecError, add_noise, parse_spec, params_of, sample_spec,
+    N_PARAMS, NoiseSpecError, SpecArrays, add_noise, draw_specs, parse_spec, params_of, sample_spec,
+    sample_specs,
 )
 
 GREY = np.full((256, 256, 3), 0.5, np.float32)
@@ -100,6 +101,30 @@ def test_params_slots_follow_kind_order():
     assert p[NOISE_KINDS.index("gaussian")] == pytest.approx(0.25)
     assert p[NOISE_KINDS.index("s&p")] == pytest.approx(0.05)
     assert np.count_nonzero(p) == 2
+
+
+def test_params_normalise_every_kind_and_take_the_larger_of_a_repeat():
+    want = {"gaussian:150": ("gaussian", 1.0), "poisson:16": ("poisson", 0.25),
+            "speckle:0.04": ("speckle", 0.2), "camera:1600": ("camera", 0.5), "salt:0.3": ("salt", 0.3),
+            "camera:10": ("camera", 0.0), "mix:gaussian:10+gaussian:40": ("gaussian", 0.4)}
+    table = SpecArrays.of([parse_spec(s) for s in want])
+    for row, (kind, v) in zip(table.params(), want.values()):
+        assert row[NOISE_KINDS.index(kind)] == pytest.approx(v) and np.count_nonzero(row) == (v > 0)
+    assert table.labels().tolist() == ["gaussian", "poisson", "speckle", "camera", "salt", "camera", "mix"]
+
+
+def test_spec_arrays_hold_the_specs_drawn():
+    cfg = NoiseConfig(mix_prob=0.5)
+    table = draw_specs(cfg, np.random.default_rng(3), 400)
+    specs = table.specs()
+    assert specs == sample_specs(cfg, np.random.default_rng(3), 400)
+    again = SpecArrays.of(specs)
+    assert all(np.array_equal(a, b) for a, b in ((again.kinds, table.kinds), (again.levels, table.levels),
+                                                  (again.clip, table.clip)))
+    assert np.array_equal(table.params(), np.stack([params_of(s) for s in specs]))
+    assert {len(s.parts) for s in specs} == {1, 2, 3}
+    order = np.argsort(table.kinds[:, 0], kind="stable")
+    assert table.take(order).specs() == [specs[i] for i in order]
 
 
 def test_sample_spec_stays_in_configured_ranges():
