@@ -8,11 +8,13 @@
  * clang vectorize them.
  *
  * Random numbers: SplitMix64's output function applied to a counter, key + i * golden,
- * with a 64-bit key drawn from the caller's numpy Generator for every call. One 64-bit
- * value gives two normals (Box-Muller from 24 + 24 bits) or two 32-bit draws.
+ * with a 64-bit key drawn from the caller's numpy Generator for every call and mixed per
+ * crop and part. One 64-bit value gives two normals (Box-Muller from 24 + 24 bits) or two
+ * 32-bit draws.
  *
  * Every noise kernel works on n crops of `size` floats each, crop c at its own level[c],
- * in place.
+ * in place. Python calls the drivers at the end: dg_noise (each crop by its own recipe)
+ * and dg_noisy_crops (cut, copy and noise, crop by crop).
  */
 #include <math.h>
 #include <stdint.h>
@@ -323,5 +325,52 @@ void dg_crops(const uint8_t *img, int64_t ch, int64_t chunk, int64_t k, const in
                     for (int64_t q = 0; q < ch; q++) o[j * ch + q] = row[j * dj[c] + q] / white;
             }
         }
+    }
+}
+
+/* Crop c's own recipe, in place on its `size` floats x: parts j = 0, 1, ... until a kind
+ * < 0, kinds[j] a position in NOISE_KINDS (gaussian, poisson, speckle, salt, pepper, s&p,
+ * camera) at levels[j], or for the impulse kinds at thresholds[j]
+ * (noisebatch.impulse_thresholds). Each part draws from its own key, mixed from `key` and
+ * (c, j), so a crop's noise does not depend on which call noised it. */
+static void noise_crop(float *x, int64_t size, int64_t c, int64_t parts, const int32_t *kinds,
+                       const float *levels, const uint32_t *thresholds, int clip, float full_well_iso100,
+                       float read_electrons, uint64_t key) {
+    for (int64_t j = 0; j < parts && kinds[j] >= 0; j++) {
+        uint64_t kj = mix64(key + (uint64_t)(c * parts + j + 1) * GOLDEN);
+        switch (kinds[j]) {
+        case 0: dg_gaussian(x, 1, size, levels + j, kj, clip); break;
+        case 1: dg_poisson(x, 1, size, levels + j, kj, clip); break;
+        case 2: dg_speckle(x, 1, size, levels + j, kj, clip); break;
+        case 3: case 4: case 5: dg_impulse(x, 1, size, thresholds + j, kinds[j] - 3, kj); break;
+        case 6: dg_camera(x, 1, size, levels + j, full_well_iso100, read_electrons, kj, clip); break;
+        }
+    }
+}
+
+/* n crops of `size` floats in x, crop c noised in place by its recipe: row c of the (n,
+ * parts) kinds, levels and thresholds, clipped where clip[c]. */
+void dg_noise(float *x, int64_t n, int64_t size, int64_t parts, const int32_t *kinds, const float *levels,
+              const uint32_t *thresholds, const uint8_t *clip, float full_well_iso100, float read_electrons,
+              uint64_t key) {
+    for (int64_t c = 0; c < n; c++)
+        noise_crop(x + c * size, size, c, parts, kinds + c * parts, levels + c * parts,
+                   thresholds + c * parts, clip[c], full_well_iso100, read_electrons, key);
+}
+
+/* The training stream's whole transform of one photo's k crops, crop by crop so that each
+ * stays in cache from its cut to its last noise: dg_crops into clean[c], a copy into
+ * noisy[c], then dg_noise's recipe for crop c there: the same values as those two calls
+ * with the same key. */
+void dg_noisy_crops(const uint8_t *img, int64_t ch, int64_t chunk, int64_t k, const int64_t *start,
+                    const int64_t *di, const int64_t *dj, int64_t parts, const int32_t *kinds,
+                    const float *levels, const uint32_t *thresholds, const uint8_t *clip,
+                    float full_well_iso100, float read_electrons, uint64_t key, float *clean, float *noisy) {
+    int64_t size = chunk * chunk * ch;
+    for (int64_t c = 0; c < k; c++) {
+        dg_crops(img, ch, chunk, 1, start + c, di + c, dj + c, clean + c * size);
+        memcpy(noisy + c * size, clean + c * size, (size_t)size * sizeof(float));
+        noise_crop(noisy + c * size, size, c, parts, kinds + c * parts, levels + c * parts,
+                   thresholds + c * parts, clip[c], full_well_iso100, read_electrons, key);
     }
 }

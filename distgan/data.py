@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from . import native
-from .config import NOISE_KINDS, Config, DataConfig
+from .config import Config, DataConfig
 from .errors import UserError
 from .imagefile import ImageReadError, decode_rgb8, list_images
-from .noise import N_PARAMS, add_noise, sample_spec, sample_specs
+from .noise import N_PARAMS, add_noise, draw_specs, sample_spec
 from .noisebatch import add_noise_batch, kernels_for
 from .tiling import dihedral, mirror_index
 
@@ -249,6 +249,16 @@ def _symmetry_walks(chunk: int) -> np.ndarray:
     return walks
 
 
+def _crop_walks(img: np.ndarray, chunk: int, ys, xs, sym) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The windows as the kernels walk them: each crop's first byte, and its byte steps
+    down an output row and along an output column."""
+    w, ch = img.shape[1], img.shape[2]
+    walk = _symmetry_walks(chunk)[np.asarray(sym)]  # (k, 3, 2)
+    pixel = np.array([w * ch, ch], np.int64)  # bytes per (row, column) step
+    start = (np.asarray(ys) + walk[:, 0, 0]) * pixel[0] + (np.asarray(xs) + walk[:, 0, 1]) * pixel[1]
+    return start, walk[:, 1] @ pixel, walk[:, 2] @ pixel
+
+
 def cut_crops_float(img: np.ndarray, chunk: int, ys, xs, sym, out: np.ndarray,
                     kernels: native.Kernels | None) -> None:
     """`cut_crops(...) / 255` into float32 `out`: in one compiled pass where `kernels` is
@@ -256,16 +266,7 @@ def cut_crops_float(img: np.ndarray, chunk: int, ys, xs, sym, out: np.ndarray,
     if kernels is None:
         np.divide(cut_crops(img, chunk, ys, xs, sym), np.float32(255.0), out=out, dtype=np.float32)
         return
-    w, ch = img.shape[1], img.shape[2]
-    walk = _symmetry_walks(chunk)[np.asarray(sym)]  # (k, 3, 2)
-    pixel = np.array([w * ch, ch], np.int64)  # bytes per (row, column) step
-    start = (np.asarray(ys) + walk[:, 0, 0]) * pixel[0] + (np.asarray(xs) + walk[:, 0, 1]) * pixel[1]
-    kernels.crops(img, chunk, start, walk[:, 1] @ pixel, walk[:, 2] @ pixel, out)
-
-
-def kind_label(spec) -> str:
-    """'gaussian', or 'mix' for any mix: what the stats count."""
-    return spec.parts[0][0] if len(spec.parts) == 1 else "mix"
+    kernels.crops(img, chunk, *_crop_walks(img, chunk, ys, xs, sym), out)
 
 
 def noisy_chunks(
@@ -275,22 +276,28 @@ def noisy_chunks(
     """k random crops of uint8 `img` (`crop_windows`), each noised with its own random spec
     -> float32 {clean, noisy, params} and the kind labels.
 
-    The crops are i.i.d., so they are reordered by their first noise kind: each kind is
-    then noised in one call on a contiguous view (`noisebatch.add_noise_batch`). `out`
-    may hold preallocated float32 'clean' and 'noisy' arrays of k chunks. `backend`
-    picks the crop and noise code: the compiled kernels, numpy, or "auto" (the kernels
-    where they build); the windows and specs drawn are the same on both.
+    The crops are i.i.d.; they are ordered by their first noise kind, which lets the numpy
+    path noise each kind in one call on a contiguous view (`noisebatch.add_noise_batch`).
+    The compiled kernels cut and noise crop by crop in one call. `out` may hold
+    preallocated float32 'clean' and 'noisy' arrays of k chunks. `backend` picks the code:
+    the compiled kernels, numpy, or "auto" (the kernels where they build); the windows,
+    specs and row order are the same on both.
     """
     chunk = cfg.data.chunk
-    windows = crop_windows(img.shape, chunk, k, rng)
-    specs = sample_specs(cfg.noise, rng, k)
-    order = np.array(sorted(range(k), key=lambda i: NOISE_KINDS.index(specs[i].parts[0][0])), np.int64)
-    specs = [specs[i] for i in order]
-    clean = np.empty((k, chunk, chunk, img.shape[2]), np.float32) if out is None else out["clean"]
-    cut_crops_float(img, chunk, *(np.asarray(a)[order] for a in windows), clean, kernels_for(backend))
-    noisy, params = add_noise_batch(clean, specs, rng, None if out is None else out["noisy"], backend)
-    return {"clean": clean, "noisy": noisy, "params": params,
-            "kind": np.array([kind_label(s) for s in specs])}
+    ys, xs, sym = crop_windows(img.shape, chunk, k, rng)
+    specs = draw_specs(cfg.noise, rng, k)
+    order = np.argsort(specs.kinds[:, 0], kind="stable")
+    ys, xs, sym, specs = ys[order], xs[order], sym[order], specs.take(order)
+    shape = (k, chunk, chunk, img.shape[2])
+    clean = np.empty(shape, np.float32) if out is None else out["clean"]
+    noisy = np.empty(shape, np.float32) if out is None else out["noisy"]
+    kernels = kernels_for(backend)
+    if kernels is not None:
+        kernels.noisy_crops(img, chunk, *_crop_walks(img, chunk, ys, xs, sym), specs, rng, clean, noisy)
+    else:
+        cut_crops_float(img, chunk, ys, xs, sym, clean, None)
+        add_noise_batch(clean, specs.specs(), rng, noisy, backend)
+    return {"clean": clean, "noisy": noisy, "params": specs.params(), "kind": specs.labels()}
 
 
 # ------------------------------------------------------------- local batches

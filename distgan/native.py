@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .noise import _CAMERA_FULL_WELL_ISO100, _CAMERA_READ_ELECTRONS
+from .config import NOISE_KINDS
+from .noise import _CAMERA_FULL_WELL_ISO100, _CAMERA_READ_ELECTRONS, SpecArrays, impulse_thresholds
 
 log = logging.getLogger("distgan.native")
 
@@ -37,7 +38,8 @@ SOURCE = Path(__file__).with_name("_kernels.c")
 # it than with gcc's default 256-bit vectors; elsewhere it changes nothing.
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fno-trapping-math",
          "-fPIC", "-shared")
-_IMPULSE_MODES = {"salt": 0, "pepper": 1, "s&p": 2}
+# _kernels.c knows the kinds by these positions
+assert NOISE_KINDS == ("gaussian", "poisson", "speckle", "salt", "pepper", "s&p", "camera")
 
 
 def _compiler() -> str:
@@ -93,14 +95,12 @@ class Kernels:
 
     def __init__(self, lib: ctypes.CDLL, path: Path | None = None):
         self.path = path
-        p, i64, u64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_int, ctypes.c_float
+        p, i64, u64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_float
         lib.dg_normals.argtypes = [p, i64, u64]
         lib.dg_poisson_counts.argtypes = [p, p, i64, u64]
-        for name in ("dg_gaussian", "dg_speckle", "dg_poisson"):
-            getattr(lib, name).argtypes = [p, i64, i64, p, u64, i32]
-        lib.dg_camera.argtypes = [p, i64, i64, p, f32, f32, u64, i32]
-        lib.dg_impulse.argtypes = [p, i64, i64, p, i32, u64]
+        lib.dg_noise.argtypes = [p, i64, i64, i64, p, p, p, p, f32, f32, u64]
         lib.dg_crops.argtypes = [p, i64, i64, i64, p, p, p, p]
+        lib.dg_noisy_crops.argtypes = [p, i64, i64, i64, p, p, p, i64, p, p, p, p, f32, f32, u64, p, p]
         self.lib = lib
 
     @staticmethod
@@ -108,30 +108,68 @@ class Kernels:
         return int(rng.bit_generator.random_raw())
 
     @staticmethod
-    def _crops(x: np.ndarray, levels, dtype=np.float32) -> tuple[int, int, np.ndarray]:
+    def _recipes(specs: SpecArrays, n: int) -> tuple:
+        """The kernels' view of n crops' specs: kinds, float32 levels, impulse thresholds,
+        clip flags, as C-contiguous arrays (kept alive by the caller while the call runs)."""
+        if len(specs) != n:
+            raise ValueError(f"{n} crops want {n} specs, got {len(specs)}")
+        return (np.ascontiguousarray(specs.kinds, np.int32), np.ascontiguousarray(specs.levels, np.float32),
+                np.ascontiguousarray(impulse_thresholds(specs.levels)),
+                np.ascontiguousarray(specs.clip, np.uint8))
+
+    @staticmethod
+    def _float_out(x: np.ndarray, shape: tuple | None = None) -> None:
         if x.dtype != np.float32 or not x.flags.c_contiguous or not x.flags.writeable:
-            raise ValueError("the native kernels noise a writeable C-contiguous float32 array in place")
-        lv = np.ascontiguousarray(levels, dtype)
-        if lv.shape != (len(x),):
-            raise ValueError(f"{len(x)} crops want {len(x)} levels, got shape {lv.shape}")
-        return len(x), x[0].size if len(x) else 0, lv
+            raise ValueError("the native kernels write a writeable C-contiguous float32 array")
+        if shape is not None and x.shape != shape:
+            raise ValueError(f"crops go to a C-contiguous float32 array of shape {shape}, not {x.shape}")
+
+    @staticmethod
+    def _walks(img: np.ndarray, chunk: int, start, di, dj) -> tuple:
+        """The crops' walks as int64 arrays, refused if any leaves the image."""
+        start, di, dj = (np.ascontiguousarray(a, np.int64) for a in (start, di, dj))
+        # the walk is affine, so its extremes are its corners: with them inside, all is
+        last, ch = chunk - 1, img.shape[2]
+        corners = start[:, None] + np.outer(di, [0, 0, last, last]) + np.outer(dj, [0, last, 0, last])
+        if len(start) and (corners.min() < 0 or corners.max() + ch > img.size):
+            raise ValueError(f"a crop walks out of the {img.shape} image")
+        return start, di, dj
 
     def crops(self, img: np.ndarray, chunk: int, start: np.ndarray, di: np.ndarray, dj: np.ndarray,
               out: np.ndarray) -> None:
         """Crops of uint8 `img` (h, w, ch) as float32 / 255 into `out` (k, chunk, chunk, ch):
         crop c's pixel (i, j) starts at byte start[c] + i di[c] + j dj[c] of the image."""
         img = np.ascontiguousarray(img, np.uint8)
-        k, ch = len(start), img.shape[2]
-        if out.dtype != np.float32 or not out.flags.c_contiguous or out.shape != (k, chunk, chunk, ch):
-            raise ValueError(f"crops go to a C-contiguous float32 array of shape {(k, chunk, chunk, ch)}")
-        start, di, dj = (np.ascontiguousarray(a, np.int64) for a in (start, di, dj))
-        # the walk is affine, so its extremes are its corners: with them inside, all is
-        last = chunk - 1
-        corners = start[:, None] + np.outer(di, [0, 0, last, last]) + np.outer(dj, [0, last, 0, last])
-        if k and (corners.min() < 0 or corners.max() + ch > img.size):
-            raise ValueError(f"a crop walks out of the {img.shape} image")
-        self.lib.dg_crops(img.ctypes.data, ch, chunk, k, start.ctypes.data, di.ctypes.data, dj.ctypes.data,
-                          out.ctypes.data)
+        self._float_out(out, (len(start), chunk, chunk, img.shape[2]))
+        start, di, dj = self._walks(img, chunk, start, di, dj)
+        self.lib.dg_crops(img.ctypes.data, img.shape[2], chunk, len(start), start.ctypes.data, di.ctypes.data,
+                          dj.ctypes.data, out.ctypes.data)
+
+    def noise(self, x: np.ndarray, specs: SpecArrays, rng: np.random.Generator) -> None:
+        """Noise crops x (n, ...) in place, crop i by specs' row i: its parts in order."""
+        self._float_out(x)
+        kinds, levels, thr, clip = self._recipes(specs, len(x))
+        size = x[0].size if len(x) else 0
+        self.lib.dg_noise(x.ctypes.data, len(x), size, kinds.shape[1], kinds.ctypes.data, levels.ctypes.data,
+                          thr.ctypes.data, clip.ctypes.data, _CAMERA_FULL_WELL_ISO100, _CAMERA_READ_ELECTRONS,
+                          self._key(rng))
+
+    def noisy_crops(self, img: np.ndarray, chunk: int, start, di, dj, specs: SpecArrays,
+                    rng: np.random.Generator, clean: np.ndarray, noisy: np.ndarray) -> None:
+        """`crops` into `clean`, and each crop noised by its row of `specs` into `noisy`, one
+        crop at a time from cut to noise (so it stays in cache): the values `crops` then
+        `noise` give from the same generator state."""
+        img = np.ascontiguousarray(img, np.uint8)
+        shape = (len(start), chunk, chunk, img.shape[2])
+        self._float_out(clean, shape)
+        self._float_out(noisy, shape)
+        start, di, dj = self._walks(img, chunk, start, di, dj)
+        kinds, levels, thr, clip = self._recipes(specs, len(start))
+        self.lib.dg_noisy_crops(img.ctypes.data, img.shape[2], chunk, len(start), start.ctypes.data,
+                                di.ctypes.data, dj.ctypes.data, kinds.shape[1], kinds.ctypes.data,
+                                levels.ctypes.data, thr.ctypes.data, clip.ctypes.data,
+                                _CAMERA_FULL_WELL_ISO100, _CAMERA_READ_ELECTRONS, self._key(rng),
+                                clean.ctypes.data, noisy.ctypes.data)
 
     def normals(self, rng: np.random.Generator, shape) -> np.ndarray:
         out = np.empty(shape, np.float32)
@@ -143,22 +181,6 @@ class Kernels:
         out = np.empty(lam.shape, np.float32)
         self.lib.dg_poisson_counts(lam.ctypes.data, out.ctypes.data, lam.size, self._key(rng))
         return out
-
-    def apply(self, x: np.ndarray, kind: str, levels, rng: np.random.Generator, clip: bool) -> None:
-        """Noise crops x (n, ...) in place, crop i at levels[i]: noisebatch's kinds. For the
-        impulse kinds, levels are `noisebatch.impulse_thresholds` (uint32)."""
-        if kind in _IMPULSE_MODES:
-            n, size, thr = self._crops(x, levels, np.uint32)
-            self.lib.dg_impulse(x.ctypes.data, n, size, thr.ctypes.data, _IMPULSE_MODES[kind], self._key(rng))
-            return
-        n, size, lv = self._crops(x, levels)
-        if kind == "camera":
-            self.lib.dg_camera(x.ctypes.data, n, size, lv.ctypes.data, _CAMERA_FULL_WELL_ISO100,
-                               _CAMERA_READ_ELECTRONS, self._key(rng), int(clip))
-        elif kind in ("gaussian", "speckle", "poisson"):
-            getattr(self.lib, f"dg_{kind}")(x.ctypes.data, n, size, lv.ctypes.data, self._key(rng), int(clip))
-        else:
-            raise ValueError(f"no native kernel for noise kind {kind!r}")
 
 
 @cache

@@ -32,10 +32,10 @@ from . import native
 from .noise import (
     _CAMERA_FULL_WELL_ISO100,
     _CAMERA_READ_ELECTRONS,
-    N_PARAMS,
     NoiseSpec,
     NoiseSpecError,
-    params_of,
+    SpecArrays,
+    impulse_thresholds,
 )
 
 EXACT_POISSON_BELOW = 10.0
@@ -170,11 +170,6 @@ def _clip(x: np.ndarray, clip: bool) -> None:
         np.clip(x, 0, 1, out=x)
 
 
-def impulse_thresholds(amount) -> np.ndarray:
-    """Each crop's impulse probability as a threshold on a uint32 draw: amount * 2^32."""
-    return np.minimum(np.asarray(amount, np.float64) * 2.0**32, 2.0**32 - 1).astype(np.uint32)
-
-
 def _impulse(x: np.ndarray, kind: str, amount: np.ndarray, rng: np.random.Generator) -> None:
     """Each value flips with probability `amount` (per crop): to 1 (salt), to the crop's low
     value (pepper), or to either with equal odds (s&p). One 32-bit draw per value, compared
@@ -203,14 +198,10 @@ def kernels_for(backend: str) -> native.Kernels | None:
     return k
 
 
-def _apply(x: np.ndarray, kind: str, levels: np.ndarray, rng: np.random.Generator, clip: bool,
-           kernels: native.Kernels | None = None) -> None:
-    """Noise the crops `x` (n, H, W, C) in place, crop i at levels[i]: in one compiled call,
-    or a few crops per numpy call, so that temporaries of ~50k values stay in cache, where
-    whole-batch ones run 2x slower here."""
-    if kernels is not None:
-        kernels.apply(x, kind, impulse_thresholds(levels) if kind in IMPULSE_KINDS else levels, rng, clip)
-        return
+def _apply(x: np.ndarray, kind: str, levels: np.ndarray, rng: np.random.Generator, clip: bool) -> None:
+    """Noise the crops `x` (n, H, W, C) in place, crop i at levels[i], a few crops per numpy
+    call, so that temporaries of ~50k values stay in cache, where whole-batch ones run 2x
+    slower here."""
     step = max(1, BLOCK_VALUES // max(1, x[0].size))
     for i in range(0, len(x), step):
         _apply_block(x[i : i + step], kind, levels[i : i + step], rng, clip)
@@ -260,8 +251,9 @@ def add_noise_batch(
     """Noise crop i of `images` (N, H, W, C float in [0, 1]) with concrete `specs[i]`.
 
     Returns (noisy float32 N x H x W x C, params float32 N x N_PARAMS), as `add_noise` would
-    for each crop. Crops that share a kind at a step of their recipe are noised together;
-    sort the crops by their first kind to make those groups views instead of copies.
+    for each crop. The compiled kernels noise crop by crop, each by its own recipe. The
+    numpy path noises the crops that share a kind at a step of their recipe together: sort
+    the crops by their first kind to make those groups views instead of copies.
     `out`, if given, is a float32 array of the images' shape that receives the noisy crops.
     `backend`: "native" (the compiled kernels), "numpy", or "auto" (native where it builds).
     """
@@ -272,9 +264,13 @@ def add_noise_batch(
                          f"got {images.shape} and {len(specs)}")
     if any(s.is_random for s in specs):
         raise ValueError("add_noise_batch wants concrete specs (draw `random` with sample_spec)")
+    table = SpecArrays.of(specs)
     if out is None:
         out = np.empty(images.shape, np.float32)
     out[...] = images  # a copy: the clean crops stay clean
+    if kernels is not None:
+        kernels.noise(out, table, rng)  # crop by crop, each by its own recipe
+        return out, table.params()
     for step in range(max((len(s.parts) for s in specs), default=0)):
         groups: dict[tuple[str, bool], list[int]] = defaultdict(list)
         for i, s in enumerate(specs):
@@ -284,10 +280,9 @@ def add_noise_batch(
             levels = np.array([specs[i].parts[step][1] for i in idx], np.float32)
             rows = _rows(idx)
             if isinstance(rows, slice):
-                _apply(out[rows], kind, levels, rng, clip, kernels)
+                _apply(out[rows], kind, levels, rng, clip)
             else:
                 sub = out[rows]
-                _apply(sub, kind, levels, rng, clip, kernels)
+                _apply(sub, kind, levels, rng, clip)
                 out[rows] = sub
-    params = np.stack([params_of(s) for s in specs]) if specs else np.zeros((0, N_PARAMS), np.float32)
-    return out, params
+    return out, table.params()

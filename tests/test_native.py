@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from distgan import native
+from distgan.noise import SpecArrays, parse_spec
 
 # A child process that noises 4 crops through the public API and says which path it took.
 _CHILD = """
@@ -110,12 +111,38 @@ def test_distgan_native_0_turns_the_kernels_off_quietly(tmp_path):
 def test_kernels_refuse_arrays_they_cannot_write_in_place():
     k = native.kernels()
     x = np.zeros((2, 8, 8, 3), np.float32)
+    two = SpecArrays.of([parse_spec("gaussian:5")] * 2)
     with pytest.raises(ValueError, match="C-contiguous float32"):
-        k.apply(x[:, ::2], "gaussian", [5, 5], np.random.default_rng(0), True)
+        k.noise(x[:, ::2], two, np.random.default_rng(0))
     with pytest.raises(ValueError, match="C-contiguous float32"):
-        k.apply(x.astype(np.float64), "gaussian", [5, 5], np.random.default_rng(0), True)
-    with pytest.raises(ValueError, match="2 crops want 2 levels"):
-        k.apply(x, "gaussian", [5], np.random.default_rng(0), True)
+        k.noise(x.astype(np.float64), two, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="2 crops want 2 specs"):
+        k.noise(x, two.take([0]), np.random.default_rng(0))
+    img = np.zeros((20, 20, 3), np.uint8)
+    walk = (np.array([0, 3]), np.array([60, 60]), np.array([3, 3]))
+    with pytest.raises(ValueError, match="shape"):
+        k.noisy_crops(img, 8, *walk, two, np.random.default_rng(0), x, x[:1])
+
+
+def test_the_fused_transform_is_crops_then_noise():
+    """`noisy_crops` (cut, copy and noise crop by crop) gives exactly what `crops` then
+    `noise` give from the same generator state: every kind, mixes, clipped or not."""
+    k = native.kernels()
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    specs = SpecArrays.of([parse_spec(s) for s in (
+        "gaussian:25", "poisson:30", "speckle:0.03", "salt:0.05", "pepper:0.05", "s&p:0.1", "camera:1600",
+        "mix:gaussian:30+pepper:0.1:unclipped", "mix:poisson:20+speckle:0.01+salt:0.02", "gaussian:0")])
+    n = len(specs)
+    walk = (np.arange(n) * 3 * 7, np.full(n, 150), np.full(n, 3))  # upright 16 px windows
+    clean, noisy = (np.empty((n, 16, 16, 3), np.float32) for _ in range(2))
+    k.noisy_crops(img, 16, *walk, specs, np.random.default_rng(9), clean, noisy)
+    want = np.empty_like(clean)
+    k.crops(img, 16, *walk, want)
+    assert np.array_equal(clean, want)
+    k.noise(want, specs, np.random.default_rng(9))
+    assert np.array_equal(noisy, want)
+    assert np.array_equal(noisy[-1], clean[-1]) and not np.array_equal(noisy[0], clean[0])
 
 
 def test_the_setup_command_builds_and_says_where_or_why_not(tmp_path):
