@@ -117,6 +117,31 @@ def test_local_batches_are_a_function_of_seed_and_step():
     assert a.batch(0)["clean"].shape == (cfg.data.batch_size, 32, 32, 3)
 
 
+def test_chunk_batch_reuses_its_arrays_only_once_nobody_holds_the_rows(tmp_path):
+    """A dropped result's memory is written again (no fresh pages for every task); rows a
+    caller still holds, even through one view, are never overwritten."""
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (70, 80, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    cfg = _cfg("data.crops_per_image=4", "noise.kinds=[gaussian]")
+    batch = lambda e, n=3: {"path": np.array([str(tmp_path / f"{i}.png") for i in range(n)]),  # noqa: E731
+                            "epoch": np.full(n, e)}
+    where = lambda rows: rows["noisy"].__array_interface__["data"][0]  # noqa: E731
+    first = chunk_batch(batch(0), cfg)
+    address = where(first)
+    del first
+    second = chunk_batch(batch(1), cfg)
+    assert where(second) == address  # reused
+    held, keep = second["noisy"][5], second["noisy"][5].copy()
+    del second
+    third = chunk_batch(batch(2), cfg)
+    assert where(third) != address and np.array_equal(held, keep)  # a held view keeps its rows
+    address = where(third)
+    del third
+    smaller = chunk_batch(batch(3, 2), cfg)  # fewer images: the first rows of the kept pair
+    assert len(smaller["noisy"]) == 8 and where(smaller) == address and np.array_equal(held, keep)
+
+
 # ---------------------------------------------------------------- sources
 
 
