@@ -10,7 +10,8 @@
 
 then where (b)'s time goes: decode, crop, noise (the compiled kernels the pipeline uses
 where they build, noisebatch's numpy path, and the scikit-image reference noise), against
-the floors of drawing the random numbers alone. One JSON line each;
+the floors of drawing the random numbers alone; and what (c) adds: writing a task's output
+into the object store, against a plain copy of it. One JSON line each;
 ratios are per core against (a). `--quick` for a short run.
 """
 
@@ -128,6 +129,34 @@ def through_ray(paths, k: int, cpus: int) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
+def object_store(paths, k: int, repeats: int = 5) -> dict:
+    """Per chunk: writing one Ray Data task's output block into the object store (what
+    every task pays after its transform), against a numpy copy of the same arrays into
+    memory already mapped, the machine's memory-bandwidth floor for it. Medians of
+    `repeats`."""
+    import ray
+    from ray.data.block import BlockAccessor
+
+    per_task = max(1, rows_per_task(CHUNK) // k)
+    rows = chunk_batch({"path": np.array([str(p) for p in paths[:per_task]]),
+                        "epoch": np.zeros(per_task, int)}, cfg_for(k))
+    block = BlockAccessor.batch_to_block(rows)  # zero-copy: Ray Data's own conversion
+    put, copy = [], []
+    into = {c: np.ones_like(rows[c]) for c in ("clean", "noisy")}  # written once: no page faults
+    for _ in range(repeats):
+        t = time.perf_counter()
+        ref = ray.put(block)
+        put.append(time.perf_counter() - t)
+        del ref
+        t = time.perf_counter()
+        for c in into:
+            np.copyto(into[c], rows[c])
+        copy.append(time.perf_counter() - t)
+    n = len(rows["clean"])
+    return {"object_store_put_us_per_chunk": 1e6 * float(np.median(put)) / n,
+            "numpy_copy_us_per_chunk": 1e6 * float(np.median(copy)) / n}
+
+
 def breakdown(paths, k: int) -> dict:
     """Per chunk: decode, crop, noise (the compiled kernels, the numpy path, and the
     scikit-image reference), against the floors of drawing the numbers alone."""
@@ -201,12 +230,14 @@ def main() -> None:
              ratio_per_core_vs_paper=round(n_c / t_c / cpus / a_core, 2), cores=cpus)
     import ray
 
+    store = object_store(paths, k)
     ray.shutdown()  # the breakdown is timed alone, not beside an idle Ray cluster
     # transfer: what a chunk costs through Ray Data on one CPU beyond the same transform
     # in-process (tasks, Arrow blocks, the object store, the consumer's batching)
     emit(bench="data", method="breakdown", corpus=name, crops_per_image=k,
          **{k_: round(v, 1) for k_, v in breakdown(paths, k).items()},
          ray_transfer_us_per_chunk=round(1e6 / rate["ray1", k] - 1e6 / rate[k], 1),
+         **{k_: round(v, 1) for k_, v in store.items()},
          machine_cores=cores())
 
 
