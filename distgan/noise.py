@@ -40,7 +40,6 @@ from .errors import UserError
 
 N_PARAMS = len(NOISE_KINDS)
 MAX_PARTS = 3  # a mix has 2 or 3
-_GAUSSIAN, _POISSON, _SPECKLE, _CAMERA = map(NOISE_KINDS.index, ("gaussian", "poisson", "speckle", "camera"))
 
 # Sensor model for `camera`: photons at full white at ISO 100 and read noise in electrons.
 _CAMERA_FULL_WELL_ISO100 = 4_000.0
@@ -128,27 +127,40 @@ def _check_level(kind: str, level: float, raw: str) -> None:
         )
 
 
-def normalised_levels(kinds: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """Map levels to [0, 1] for conditioning (see module docstring), elementwise: kinds are
-    positions in NOISE_KINDS, levels native levels; float64."""
-    kinds, levels = np.asarray(kinds), np.asarray(levels, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):  # each formula runs on every value
-        v = np.select(
-            [kinds == _GAUSSIAN, kinds == _POISSON, kinds == _SPECKLE, kinds == _CAMERA],
-            [levels / 100.0, 1.0 / np.sqrt(levels), np.sqrt(levels),
-             np.log2(np.maximum(levels, 1e-9) / 50.0) / 10.0],
-            levels)
-    return np.clip(v, 0.0, 1.0)
+# kind -> its level's normalisation (see module docstring), before the clip to [0, 1]; the
+# kinds not named keep their level. Each works on a float or an array of them.
+_NORMALISE = {
+    "gaussian": lambda s: s / 100.0,
+    "poisson": lambda p: 1.0 / np.sqrt(p),
+    "speckle": np.sqrt,
+    "camera": lambda iso: np.log2(np.maximum(iso, 1e-9) / 50.0) / 10.0,
+}
 
 
 def normalised_level(kind: str, level: float) -> float:
-    """`normalised_levels` of one (kind, level)."""
-    return float(normalised_levels(np.array([NOISE_KINDS.index(kind)]), np.array([level]))[0])
+    """Map a kind's native level to [0, 1] for conditioning (see module docstring)."""
+    f = _NORMALISE.get(kind)
+    return float(min(max(f(float(level)) if f else float(level), 0.0), 1.0))
+
+
+def normalised_levels(kinds: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """`normalised_level` elementwise, float64; kinds are positions in NOISE_KINDS."""
+    kinds, v = np.asarray(kinds), np.array(levels, np.float64)
+    for kind, f in _NORMALISE.items():
+        these = kinds == NOISE_KINDS.index(kind)
+        if these.any():
+            v[these] = f(v[these])
+    return np.clip(v, 0.0, 1.0)
 
 
 def params_of(spec: NoiseSpec) -> np.ndarray:
-    """The conditioning vector of a concrete spec."""
-    return SpecArrays.of([spec]).params()[0]
+    """The conditioning vector of a concrete spec: per kind, the largest of its parts'
+    normalised levels."""
+    params = np.zeros(N_PARAMS, np.float32)
+    for kind, level in spec.parts:
+        i = NOISE_KINDS.index(kind)
+        params[i] = max(params[i], normalised_level(kind, level))
+    return params
 
 
 def impulse_thresholds(amount) -> np.ndarray:
