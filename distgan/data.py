@@ -442,13 +442,18 @@ class _ReusedArrays(threading.local):
 
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
+        # What getrefcount says of a kept array nobody else holds (the dict's reference and
+        # the local name's, as the interpreter counts them), read off the same pattern.
+        probe = {"a": np.empty(0)}
+        held = probe.get("a")
+        self.free = sys.getrefcount(held)
 
     def array(self, name: str, shape: tuple) -> np.ndarray:
         """A float32 array of `shape`: the first rows of the kept one where it is free and
         large enough, else a new one, which is kept instead."""
         old = self.arrays.get(name)
-        # references: the dict's, `old`'s and getrefcount's own argument
-        if old is None or old.shape[1:] != shape[1:] or len(old) < shape[0] or sys.getrefcount(old) > 3:
+        fits = old is not None and old.shape[1:] == shape[1:] and len(old) >= shape[0]
+        if not fits or sys.getrefcount(old) > self.free:
             old = self.arrays[name] = np.empty(shape, np.float32)
         return old[: shape[0]]
 
