@@ -512,7 +512,8 @@ def _items(source: Source, epochs: int, seed: int) -> list[dict]:
 
 def data_resource_limits(cfg: Config) -> None:
     """Cap Ray Data at the CPUs reserved for it, so trainers and data never starve each
-    other, and let its scheduler sleep when it spins while the trainers are behind."""
+    other; let its scheduler sleep when it spins while the trainers are behind, and see a
+    finished task promptly (`rayhooks`)."""
     import ray
     from ray.data import DataContext
     from ray.data._internal.execution.interfaces.execution_options import ExecutionResources
@@ -522,11 +523,11 @@ def data_resource_limits(cfg: Config) -> None:
     cpus = cfg.scaling.reserved_data_cpus or total
     ctx.execution_options.resource_limits = ExecutionResources(cpu=cpus)
     ctx.enable_progress_bars = False
-    from .rayhooks import IdleBackoff
+    from .rayhooks import IdleBackoff, PromptDispatch
 
-    if IdleBackoff not in ctx.custom_execution_callback_classes:
-        ctx.custom_execution_callback_classes = [*ctx.custom_execution_callback_classes,
-                                                 IdleBackoff]
+    ctx.custom_execution_callback_classes = [
+        *ctx.custom_execution_callback_classes,
+        *(c for c in (IdleBackoff, PromptDispatch) if c not in ctx.custom_execution_callback_classes)]
 
 
 # Rows per Ray Data task, as bytes of float32 clean + noisy chunks: ~1,000 rows at 64 px.

@@ -331,6 +331,24 @@ def test_eval_mode_chunks_rejoin_into_whole_images(ray_cluster, tmp_path):
         assert noisy[p].shape == want.shape and not np.array_equal(noisy[p], want)
 
 
+def test_ray_data_polls_its_running_tasks_every_10_ms(ray_cluster):
+    """Ray Data 2.60 waits for all its running tasks at once, 0.1 s at a time, before it
+    submits the next; PromptDispatch shortens that wait to 10 ms in the process that runs
+    the pipeline (bench_data on 2 CPUs: 9,457 against 7,276 chunks/s, medians of 3 runs)."""
+    from ray.data import DataContext
+    from ray.data._internal.execution import streaming_executor_state as state
+
+    from distgan.data import data_resource_limits
+    from distgan.rayhooks import PromptDispatch
+
+    data_resource_limits(_cfg())
+    data_resource_limits(_cfg())  # registered once, however often it is called
+    assert DataContext.get_current().custom_execution_callback_classes.count(PromptDispatch) == 1
+    src = Source("samples", open_source("samples").paths[:2])
+    assert len(build_dataset(_cfg("data.crops_per_image=2"), src).take_all()) == 4
+    assert state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S == PromptDispatch.POLL_S == 0.01
+
+
 def test_ray_data_scheduler_sleeps_only_when_it_spins(ray_cluster):
     """Ray Data 2.60's scheduling loop spins while backpressure holds it (it blocks in
     ray.wait only while tasks run). Under Ray Train it runs in the SplitCoordinator actor
