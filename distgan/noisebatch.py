@@ -262,9 +262,7 @@ def add_noise_batch(
     if images.ndim != 4 or len(images) != len(specs):
         raise ValueError(f"add_noise_batch wants N x H x W x C images and N specs, "
                          f"got {images.shape} and {len(specs)}")
-    if any(s.is_random for s in specs):
-        raise ValueError("add_noise_batch wants concrete specs (draw `random` with sample_spec)")
-    table = SpecArrays.of(specs)
+    table = SpecArrays.of(specs)  # refuses a `random` spec
     if out is None:
         out = np.empty(images.shape, np.float32)
     out[...] = images  # a copy: the clean crops stay clean
