@@ -296,10 +296,11 @@ def noisy_chunks(
     kernels = kernels_for(backend)
     if kernels is not None:
         kernels.noisy_crops(img, chunk, *_crop_walks(img, chunk, ys, xs, sym), specs, rng, clean, noisy)
+        params = specs.params()
     else:
         cut_crops_float(img, chunk, ys, xs, sym, clean, None)
-        add_noise_batch(clean, specs.specs(), rng, noisy, backend)
-    return {"clean": clean, "noisy": noisy, "params": specs.params(), "kind": specs.labels()}
+        _, params = add_noise_batch(clean, specs.specs(), rng, noisy, backend)
+    return {"clean": clean, "noisy": noisy, "params": params, "kind": specs.labels()}
 
 
 # ------------------------------------------------------------- local batches
