@@ -155,6 +155,11 @@ static void poisson_block(const float *lam, float *out, int64_t n, uint64_t key,
         idx[j] = 0;
         small[j] = 0.0f;
     }
+    /* Their uniforms and exp(-lam), in plain loops over the list that vectorize: per lane
+     * inside the groups below they ran scalar and cost more than the inversion itself. */
+    float v_small[BLOCK + 16], p_small[BLOCK + 16];
+    for (int64_t j = 0; j < ns + 16; j++) v_small[j] = (float)(u[idx[j]] >> 8) * (1.0f / 16777216.0f);
+    for (int64_t j = 0; j < ns + 16; j++) p_small[j] = exp_poly(-small[j]);
     /* Cornish-Fisher for every value (cheaper than picking the large ones out) */
     for (int64_t i = 0; i < n; i++) {
         float l = lam[i];
@@ -168,10 +173,8 @@ static void poisson_block(const float *lam, float *out, int64_t n, uint64_t key,
     for (int64_t g = 0; g < ns; g += 16) {
         f16 l, v, p, cnt = {0};
         memcpy(&l, small + g, sizeof l);
-        for (int j = 0; j < 16; j++) {
-            v[j] = (float)(u[idx[g + j]] >> 8) * (1.0f / 16777216.0f);
-            p[j] = exp_poly(-l[j]);
-        }
+        memcpy(&v, v_small + g, sizeof v);
+        memcpy(&p, p_small + g, sizeof p);
         f16 cdf = p;
         for (int k = 1; k <= 64; k += 4) { /* 4 steps per test: the test costs more than a step */
             i16 below;
