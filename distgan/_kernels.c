@@ -18,7 +18,11 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #define BLOCK 2048
 #define GOLDEN 0x9e3779b97f4a7c15ULL
@@ -361,19 +365,45 @@ void dg_noise(float *x, int64_t n, int64_t size, int64_t parts, const int32_t *k
                    thresholds + c * parts, clip[c], full_well_iso100, read_electrons, key);
 }
 
-/* The training stream's whole transform of one photo's k crops, crop by crop so that each
- * stays in cache from its cut to its last noise: dg_crops into clean[c], a copy into
- * noisy[c], then dg_noise's recipe for crop c there: the same values as those two calls
- * with the same key. */
-void dg_noisy_crops(const uint8_t *img, int64_t ch, int64_t chunk, int64_t k, const int64_t *start,
-                    const int64_t *di, const int64_t *dj, int64_t parts, const int32_t *kinds,
-                    const float *levels, const uint32_t *thresholds, const uint8_t *clip,
-                    float full_well_iso100, float read_electrons, uint64_t key, float *clean, float *noisy) {
+/* n floats from src to dst with non-temporal stores where the CPU has them: dst is a row of
+ * a task's ~100 MB output, written once and not read again here, so the stores go
+ * straight to memory instead of first reading each line into cache. */
+static void stream_out(float *restrict dst, const float *restrict src, int64_t n) {
+    int64_t i = 0;
+#if defined(__AVX512F__)
+    for (; i < n && ((uintptr_t)(dst + i) & 63); i++) dst[i] = src[i];
+    for (; i + 16 <= n; i += 16) _mm512_stream_ps(dst + i, _mm512_loadu_ps(src + i));
+#elif defined(__AVX__)
+    for (; i < n && ((uintptr_t)(dst + i) & 31); i++) dst[i] = src[i];
+    for (; i + 8 <= n; i += 8) _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
+#elif defined(__SSE2__)
+    for (; i < n && ((uintptr_t)(dst + i) & 15); i++) dst[i] = src[i];
+    for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+#endif
+    for (; i < n; i++) dst[i] = src[i];
+}
+
+/* The training stream's whole transform of one photo's k crops, crop by crop in a buffer
+ * that stays in cache from its cut to its last noise: dg_crops into it, out to clean[c],
+ * then dg_noise's recipe for crop c, out to noisy[c]: the same values as those two calls
+ * with the same key. Returns -1 (nothing written) if the buffer can't be had. */
+int dg_noisy_crops(const uint8_t *img, int64_t ch, int64_t chunk, int64_t k, const int64_t *start,
+                   const int64_t *di, const int64_t *dj, int64_t parts, const int32_t *kinds,
+                   const float *levels, const uint32_t *thresholds, const uint8_t *clip,
+                   float full_well_iso100, float read_electrons, uint64_t key, float *clean, float *noisy) {
     int64_t size = chunk * chunk * ch;
+    float *buf = aligned_alloc(64, ((size_t)size * sizeof(float) + 63) / 64 * 64);
+    if (!buf) return -1;
     for (int64_t c = 0; c < k; c++) {
-        dg_crops(img, ch, chunk, 1, start + c, di + c, dj + c, clean + c * size);
-        memcpy(noisy + c * size, clean + c * size, (size_t)size * sizeof(float));
-        noise_crop(noisy + c * size, size, c, parts, kinds + c * parts, levels + c * parts,
-                   thresholds + c * parts, clip[c], full_well_iso100, read_electrons, key);
+        dg_crops(img, ch, chunk, 1, start + c, di + c, dj + c, buf);
+        stream_out(clean + c * size, buf, size);
+        noise_crop(buf, size, c, parts, kinds + c * parts, levels + c * parts, thresholds + c * parts,
+                   clip[c], full_well_iso100, read_electrons, key);
+        stream_out(noisy + c * size, buf, size);
     }
+#if defined(__SSE2__)
+    _mm_sfence(); /* the streamed stores are seen before anything after this call */
+#endif
+    free(buf);
+    return 0;
 }

@@ -101,6 +101,7 @@ class Kernels:
         lib.dg_noise.argtypes = [p, i64, i64, i64, p, p, p, p, f32, f32, u64]
         lib.dg_crops.argtypes = [p, i64, i64, i64, p, p, p, p]
         lib.dg_noisy_crops.argtypes = [p, i64, i64, i64, p, p, p, i64, p, p, p, p, f32, f32, u64, p, p]
+        lib.dg_noisy_crops.restype = ctypes.c_int
         self.lib = lib
 
     @staticmethod
@@ -165,11 +166,12 @@ class Kernels:
         self._float_out(noisy, shape)
         start, di, dj = self._walks(img, chunk, start, di, dj)
         kinds, levels, thr, clip = self._recipes(specs, len(start))
-        self.lib.dg_noisy_crops(img.ctypes.data, img.shape[2], chunk, len(start), start.ctypes.data,
-                                di.ctypes.data, dj.ctypes.data, kinds.shape[1], kinds.ctypes.data,
-                                levels.ctypes.data, thr.ctypes.data, clip.ctypes.data,
-                                _CAMERA_FULL_WELL_ISO100, _CAMERA_READ_ELECTRONS, self._key(rng),
-                                clean.ctypes.data, noisy.ctypes.data)
+        if self.lib.dg_noisy_crops(img.ctypes.data, img.shape[2], chunk, len(start), start.ctypes.data,
+                                   di.ctypes.data, dj.ctypes.data, kinds.shape[1], kinds.ctypes.data,
+                                   levels.ctypes.data, thr.ctypes.data, clip.ctypes.data,
+                                   _CAMERA_FULL_WELL_ISO100, _CAMERA_READ_ELECTRONS, self._key(rng),
+                                   clean.ctypes.data, noisy.ctypes.data):
+            raise MemoryError("no memory for one crop's buffer")
 
     def normals(self, rng: np.random.Generator, shape) -> np.ndarray:
         out = np.empty(shape, np.float32)

@@ -145,6 +145,30 @@ def test_the_fused_transform_is_crops_then_noise():
     assert np.array_equal(noisy[-1], clean[-1]) and not np.array_equal(noisy[0], clean[0])
 
 
+@pytest.mark.parametrize("offset", [0, 1, 3, 5])
+def test_the_fused_transform_writes_exactly_its_rows_at_any_alignment(offset):
+    """The rows go out with streaming stores from 64-byte boundaries on: into a view that
+    starts `offset` floats past one, with 7 px crops (147 floats, no whole vector), the
+    values are those of an aligned call, and not one float either side is touched."""
+    k = native.kernels()
+    img = np.random.default_rng(1).integers(0, 256, (30, 30, 3), dtype=np.uint8)
+    specs = SpecArrays.of([parse_spec(s) for s in ("gaussian:25", "camera:3200", "s&p:0.1")])
+    walk = (np.array([0, 31 * 3, 200 * 3]), np.full(3, 90), np.full(3, 3))
+    want_clean, want_noisy = (np.empty((3, 7, 7, 3), np.float32) for _ in range(2))
+    k.noisy_crops(img, 7, *walk, specs, np.random.default_rng(4), want_clean, want_noisy)
+    size = want_clean.size
+    for want in (want_clean, want_noisy):
+        assert np.isfinite(want).all()
+    flat = [np.full(size + 32, -7.0, np.float32) for _ in range(2)]
+    base = [(-(f.ctypes.data // 4)) % 16 for f in flat]  # floats to the first 64-byte boundary
+    views = [f[b + offset : b + offset + size].reshape(3, 7, 7, 3) for f, b in zip(flat, base)]
+    k.noisy_crops(img, 7, *walk, specs, np.random.default_rng(4), *views)
+    assert np.array_equal(views[0], want_clean) and np.array_equal(views[1], want_noisy)
+    for f, b in zip(flat, base):
+        outside = np.concatenate([f[: b + offset], f[b + offset + size :]])
+        assert (outside == -7.0).all()
+
+
 def test_the_setup_command_builds_and_says_where_or_why_not(tmp_path):
     env = {**os.environ, "DISTGAN_CACHE": str(tmp_path / "cache")}
     run = lambda **e: subprocess.run([sys.executable, "-m", "distgan.native"], env={**env, **e},
