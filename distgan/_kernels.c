@@ -311,25 +311,31 @@ void dg_impulse(float *x, int64_t n, int64_t size, const uint32_t *thr, int mode
 /* k crops of a uint8 image with ch channels as float32 in [0, 1], into out (k, chunk,
  * chunk, ch). Crop c's pixel (i, j) is the ch bytes at start[c] + i * di[c] + j * dj[c]:
  * a rotated or mirrored window is the same walk with other steps. */
+/* v / 255 for every byte v, as a division (not a product with 1/255: numpy's rounding). */
+static float unit[256];
+__attribute__((constructor)) static void init_unit(void) {
+    for (int v = 0; v < 256; v++) unit[v] = (float)v / 255.0f;
+}
+
 void dg_crops(const uint8_t *img, int64_t ch, int64_t chunk, int64_t k, const int64_t *start,
               const int64_t *di, const int64_t *dj, float *out) {
-    const float white = 255.0f; /* a division, not a product with 1/255: numpy's rounding */
+    const float white = 255.0f;
     for (int64_t c = 0; c < k; c++) {
         float *restrict o = out + c * chunk * chunk * ch;
         for (int64_t i = 0; i < chunk; i++, o += chunk * ch) {
             const uint8_t *restrict row = img + start[c] + i * di[c];
-            if (dj[c] == ch) { /* an upright row: one contiguous run */
+            if (dj[c] == ch) { /* an upright row: one contiguous run, divided in vectors */
                 for (int64_t t = 0; t < chunk * ch; t++) o[t] = row[t] / white;
-            } else if (ch == 3) {
+            } else if (ch == 3) { /* a pixel at a time: the table, as a scalar division is slow */
                 for (int64_t j = 0; j < chunk; j++) {
                     const uint8_t *px = row + j * dj[c];
-                    o[3 * j] = px[0] / white;
-                    o[3 * j + 1] = px[1] / white;
-                    o[3 * j + 2] = px[2] / white;
+                    o[3 * j] = unit[px[0]];
+                    o[3 * j + 1] = unit[px[1]];
+                    o[3 * j + 2] = unit[px[2]];
                 }
             } else {
                 for (int64_t j = 0; j < chunk; j++)
-                    for (int64_t q = 0; q < ch; q++) o[j * ch + q] = row[j * dj[c] + q] / white;
+                    for (int64_t q = 0; q < ch; q++) o[j * ch + q] = unit[row[j * dj[c] + q]];
             }
         }
     }
