@@ -147,23 +147,23 @@ static void poisson_block(const float *lam, float *out, int64_t n, uint64_t key,
     fill_bits(u, n, key ^ 0x5851f42d4c957f2dULL, ctr);
     /* The values with a small lam, and their lam: read before out is written, as out may
      * be lam. */
-    int32_t idx[BLOCK + 16];
-    float small[BLOCK + 16];
+    int32_t idx[BLOCK + 32];
+    float small[BLOCK + 32];
     int64_t ns = 0;
     for (int64_t i = 0; i < n; i++) {
         idx[ns] = (int32_t)i;
         small[ns] = lam[i];
         ns += lam[i] < EXACT_POISSON_BELOW;
     }
-    for (int64_t j = ns; j < ns + 16; j++) { /* pad the last group */
+    for (int64_t j = ns; j < ns + 32; j++) { /* pad the last group */
         idx[j] = 0;
         small[j] = 0.0f;
     }
     /* Their uniforms and exp(-lam), in plain loops over the list that vectorize: per lane
      * inside the groups below they ran scalar and cost more than the inversion itself. */
-    float v_small[BLOCK + 16], p_small[BLOCK + 16];
-    for (int64_t j = 0; j < ns + 16; j++) v_small[j] = (float)(u[idx[j]] >> 8) * (1.0f / 16777216.0f);
-    for (int64_t j = 0; j < ns + 16; j++) p_small[j] = exp_poly(-small[j]);
+    float v_small[BLOCK + 32], p_small[BLOCK + 32];
+    for (int64_t j = 0; j < ns + 32; j++) v_small[j] = (float)(u[idx[j]] >> 8) * (1.0f / 16777216.0f);
+    for (int64_t j = 0; j < ns + 32; j++) p_small[j] = exp_poly(-small[j]);
     /* Cornish-Fisher for every value (cheaper than picking the large ones out) */
     for (int64_t i = 0; i < n; i++) {
         float l = lam[i];
@@ -172,27 +172,35 @@ static void poisson_block(const float *lam, float *out, int64_t n, uint64_t key,
         k = floorf(l + k * z[i] + (z[i] * z[i] - 1.0f) * (1.0f / 6.0f) + 0.5f);
         out[i] = k > 0.0f ? k : 0.0f;
     }
-    /* The small ones by inversion, 16 at a time: count the CDF steps below each uniform,
-     * all 16 lanes in step until every lane is past its uniform. */
-    for (int64_t g = 0; g < ns; g += 16) {
-        f16 l, v, p, cnt = {0};
-        memcpy(&l, small + g, sizeof l);
-        memcpy(&v, v_small + g, sizeof v);
-        memcpy(&p, p_small + g, sizeof p);
-        f16 cdf = p;
-        for (int k = 1; k <= 64; k += 4) { /* 4 steps per test: the test costs more than a step */
-            i16 below;
-            for (int s = 0; s < 4; s++) {
-                below = v > cdf; /* -1 where the count goes on */
-                cnt -= __builtin_convertvector(below, f16);
-                p *= l * inv_k[k + s];
-                cdf += p;
-            }
-            int32_t more = 0;
-            for (int j = 0; j < 16; j++) more |= below[j];
-            if (!more) break;
+    /* The small ones by inversion, 32 at a time: count the CDF steps below each uniform,
+     * all lanes in step until every lane is past its uniform. Two vectors of 16 at once,
+     * as each step waits on the last one's product and sum. A lane past its uniform
+     * counts no further, so the extra steps it takes while the others finish change
+     * nothing. */
+    for (int64_t g = 0; g < ns; g += 32) {
+        f16 l[2], v[2], p[2], cdf[2], cnt[2] = {{0}, {0}};
+        for (int h = 0; h < 2; h++) {
+            memcpy(&l[h], small + g + 16 * h, sizeof l[h]);
+            memcpy(&v[h], v_small + g + 16 * h, sizeof v[h]);
+            memcpy(&p[h], p_small + g + 16 * h, sizeof p[h]);
+            cdf[h] = p[h];
         }
-        for (int j = 0; j < 16 && g + j < ns; j++) out[idx[g + j]] = cnt[j];
+        for (int k = 1; k <= 64; k += 4) { /* 4 steps per test: the test costs more than a step */
+            i16 below[2];
+            for (int s = 0; s < 4; s++) {
+                for (int h = 0; h < 2; h++) {
+                    below[h] = v[h] > cdf[h]; /* -1 where the count goes on */
+                    cnt[h] -= __builtin_convertvector(below[h], f16);
+                    p[h] *= l[h] * inv_k[k + s];
+                    cdf[h] += p[h];
+                }
+            }
+            i16 more = below[0] | below[1];
+            int32_t m = 0;
+            for (int j = 0; j < 16; j++) m |= more[j];
+            if (!m) break;
+        }
+        for (int64_t j = 0; j < 32 && g + j < ns; j++) out[idx[g + j]] = cnt[j / 16][j % 16];
     }
 }
 
