@@ -6,7 +6,8 @@
                  of 3 passes
   (b) inprocess  distgan's transform (decode -> crops -> noise) in one process, with 16
                  crops per decoded photo (the shipped configs'), 64, and 192 (the paper's
-                 chunks per photo per pass)
+                 chunks per photo per pass); inprocess_640x480: at 16 crops, on the
+                 photos resized to COCO's 640 x 480 (what configs/cluster.yaml trains on)
   (c) ray_1cpu / ray_2cpu   the same through Ray Data, with 1 CPU (64 and 192 crops) and
                  with 2 CPUs (64 crops), one task per CPU; ray_2cpu_3tasks: 2 CPUs shared
                  by 3 tasks at once
@@ -92,6 +93,26 @@ def paper_generator(paths, n_workers: int = 2, oversample: int = 15, batch: int 
     for t in threads:
         t.join()
     return cursor[0], time.perf_counter() - t0
+
+
+def coco_sized(paths) -> list:
+    """The photos resized to 640 x 480 (COCO's usual size, which configs/cluster.yaml
+    trains on) as quality-90 JPEGs in a temporary folder, removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-data-"))
+    atexit.register(shutil.rmtree, folder, True)
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            im.convert("RGB").resize((640, 480), Image.LANCZOS).save(folder / f"{p.stem}.jpg", quality=90)
+        out.append(folder / f"{p.stem}.jpg")
+    return out
 
 
 def inprocess(paths, k: int, repeats: int = 3) -> tuple[int, float]:
@@ -246,6 +267,10 @@ def main() -> None:
         emit(bench="data", method="inprocess", corpus=name, crops_per_image=kk, chunks=n_b,
              chunks_per_s=round(n_b / t_b), chunks_per_s_per_core=round(n_b / t_b),
              ratio_per_core_vs_paper=round(n_b / t_b / a_core, 2), cores=1)
+    n_s, t_s = inprocess(coco_sized(paths), K_CONFIGS)
+    emit(bench="data", method="inprocess_640x480", corpus=f"{name} at 640x480", crops_per_image=K_CONFIGS,
+         chunks=n_s, chunks_per_s=round(n_s / t_s), chunks_per_s_per_core=round(n_s / t_s),
+         ratio_per_core_vs_paper=round(n_s / t_s / a_core, 2), cores=1)
     # Untimed, on both CPUs, so that every timed line finds a warm cluster: both worker
     # processes started and through their first tasks, the object store's memory touched.
     # Warmed on 1 CPU only, the 2-CPU line met a fresh second worker (a fresh worker's first
