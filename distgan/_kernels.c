@@ -12,9 +12,9 @@
  * crop and part. One 64-bit value gives two normals (Box-Muller from 24 + 24 bits) or two
  * 32-bit draws.
  *
- * Every noise kernel works on n crops of `size` floats each, crop c at its own level[c],
- * in place. Python calls the drivers at the end: dg_noise (each crop by its own recipe)
- * and dg_noisy_crops (cut, copy and noise, crop by crop).
+ * Each noise kernel works in place on one crop of `size` floats at one level. Python calls
+ * the drivers at the end: dg_noise (each crop by its own recipe) and dg_noisy_crops (cut
+ * and noise, crop by crop).
  */
 #include <math.h>
 #include <stdint.h>
@@ -204,16 +204,14 @@ static void poisson_block(const float *lam, float *out, int64_t n, uint64_t key,
     }
 }
 
-/* Walks crop by crop in blocks of BLOCK values; each block takes the next counters. */
+/* Walks a crop in blocks of BLOCK values; each block takes the next counters. */
 #define FOR_BLOCKS(...)                                                   \
     uint64_t ctr = 0;                                                     \
-    for (int64_t c = 0; c < n; c++) {                                     \
-        for (int64_t o = 0; o < size; o += BLOCK) {                       \
-            int64_t m = size - o < BLOCK ? size - o : BLOCK;              \
-            float *restrict v = x + c * size + o;                         \
-            __VA_ARGS__;                                                  \
-            ctr += (uint64_t)(m + 1) / 2;                                 \
-        }                                                                 \
+    for (int64_t o = 0; o < size; o += BLOCK) {                           \
+        int64_t m = size - o < BLOCK ? size - o : BLOCK;                  \
+        float *restrict v = x + o;                                        \
+        __VA_ARGS__;                                                      \
+        ctr += (uint64_t)(m + 1) / 2;                                     \
     }
 
 void dg_normals(float *out, int64_t n, uint64_t key) {
@@ -233,10 +231,10 @@ void dg_poisson_counts(const float *lam, float *out, int64_t n, uint64_t key) {
 }
 
 /* x += sigma / 255 * z */
-void dg_gaussian(float *x, int64_t n, int64_t size, const float *sigma, uint64_t key, int clip) {
+static void dg_gaussian(float *x, int64_t size, float sigma, uint64_t key, int clip) {
+    float s = sigma * (1.0f / 255.0f);
     float z[BLOCK + 1];
     FOR_BLOCKS({
-        float s = sigma[c] * (1.0f / 255.0f);
         fill_normals(z, m, key, ctr);
         for (int64_t i = 0; i < m; i++) v[i] += s * z[i];
         if (clip) clip01(v, m);
@@ -244,10 +242,10 @@ void dg_gaussian(float *x, int64_t n, int64_t size, const float *sigma, uint64_t
 }
 
 /* x += x * sqrt(var) * z */
-void dg_speckle(float *x, int64_t n, int64_t size, const float *var, uint64_t key, int clip) {
+static void dg_speckle(float *x, int64_t size, float var, uint64_t key, int clip) {
+    float s = sqrtf(var);
     float z[BLOCK + 1];
     FOR_BLOCKS({
-        float s = sqrtf(var[c]);
         fill_normals(z, m, key, ctr);
         for (int64_t i = 0; i < m; i++) v[i] += v[i] * s * z[i];
         if (clip) clip01(v, m);
@@ -255,10 +253,10 @@ void dg_speckle(float *x, int64_t n, int64_t size, const float *var, uint64_t ke
 }
 
 /* x = Poisson(max(x, 0) * photons) / photons */
-void dg_poisson(float *x, int64_t n, int64_t size, const float *photons, uint64_t key, int clip) {
+static void dg_poisson(float *x, int64_t size, float photons, uint64_t key, int clip) {
+    float ph = photons, inv = 1.0f / ph;
     float lam[BLOCK];
     FOR_BLOCKS({
-        float ph = photons[c], inv = 1.0f / ph;
         for (int64_t i = 0; i < m; i++) lam[i] = (v[i] > 0.0f ? v[i] : 0.0f) * ph;
         poisson_block(lam, lam, m, key, ctr);
         for (int64_t i = 0; i < m; i++) v[i] = lam[i] * inv;
@@ -268,12 +266,12 @@ void dg_poisson(float *x, int64_t n, int64_t size, const float *photons, uint64_
 
 /* A raw sensor: sRGB -> linear electrons at full well / iso, Poisson shot noise plus
  * gaussian read noise, back to sRGB. */
-void dg_camera(float *x, int64_t n, int64_t size, const float *iso, float full_well_iso100,
-               float read_electrons, uint64_t key, int clip) {
+static void dg_camera(float *x, int64_t size, float iso, float full_well_iso100, float read_electrons,
+                      uint64_t key, int clip) {
+    float peak = full_well_iso100 * 100.0f / iso, inv = 1.0f / peak;
     float e[BLOCK], z[BLOCK + 1];
     uint64_t read_key = key ^ 0x2545f4914f6cdd1dULL;
     FOR_BLOCKS({
-        float peak = full_well_iso100 * 100.0f / iso[c], inv = 1.0f / peak;
         for (int64_t i = 0; i < m; i++) {
             float s = v[i] < 0.0f ? 0.0f : (v[i] > 1.0f ? 1.0f : v[i]);
             float curve = exp_poly(2.4f * log_poly((s + 0.055f) * (1.0f / 1.055f)));
@@ -291,39 +289,37 @@ void dg_camera(float *x, int64_t n, int64_t size, const float *iso, float full_w
     })
 }
 
-/* Each value flips where its 32-bit draw is below thr[c] (amount * 2^32): mode 0 salt (to
+/* Each value flips where its 32-bit draw is below thr (amount * 2^32): mode 0 salt (to
  * 1), 1 pepper (to the crop's low), 2 s&p (salt below thr / 2, pepper above). The low is
  * -1 in a crop that already holds negative values, else 0; the crop is clipped to [low, 1]. */
-void dg_impulse(float *x, int64_t n, int64_t size, const uint32_t *thr, int mode, uint64_t key) {
+static void dg_impulse(float *x, int64_t size, uint32_t thr, int mode, uint64_t key) {
     uint32_t u[BLOCK + 1];
-    for (int64_t c = 0, ctr = 0; c < n; c++) {
-        float *restrict crop = x + c * size;
-        int negative = 0;
-        for (int64_t i = 0; i < size; i++) negative |= crop[i] < 0.0f;
-        float low = negative ? -1.0f : 0.0f;
-        uint32_t t = thr[c], salt = mode == 0 ? t : (mode == 2 ? t >> 1 : 0u), pep = mode == 0 ? 0u : t;
-        for (int64_t o = 0; o < size; o += BLOCK, ctr += BLOCK / 2) {
-            int64_t m = size - o < BLOCK ? size - o : BLOCK;
-            float *restrict v = crop + o;
-            fill_bits(u, m, key, (uint64_t)ctr);
-            for (int64_t i = 0; i < m; i++) {
-                float w = u[i] < pep ? low : v[i];
-                w = u[i] < salt ? 1.0f : w;
-                w = w < low ? low : w;
-                v[i] = w > 1.0f ? 1.0f : w;
-            }
+    int negative = 0;
+    for (int64_t i = 0; i < size; i++) negative |= x[i] < 0.0f;
+    float low = negative ? -1.0f : 0.0f;
+    uint32_t salt = mode == 0 ? thr : (mode == 2 ? thr >> 1 : 0u), pep = mode == 0 ? 0u : thr;
+    for (int64_t o = 0, ctr = 0; o < size; o += BLOCK, ctr += BLOCK / 2) {
+        int64_t m = size - o < BLOCK ? size - o : BLOCK;
+        float *restrict v = x + o;
+        fill_bits(u, m, key, (uint64_t)ctr);
+        for (int64_t i = 0; i < m; i++) {
+            float w = u[i] < pep ? low : v[i];
+            w = u[i] < salt ? 1.0f : w;
+            w = w < low ? low : w;
+            v[i] = w > 1.0f ? 1.0f : w;
         }
     }
 }
 
-/* k crops of a uint8 image with ch channels as float32 in [0, 1], into out (k, chunk,
- * chunk, ch). Crop c's pixel (i, j) is the ch bytes at start[c] + i * di[c] + j * dj[c]:
- * a rotated or mirrored window is the same walk with other steps. */
 /* v / 255 for every byte v, as a division (not a product with 1/255: numpy's rounding). */
 static float unit[256];
 __attribute__((constructor)) static void init_unit(void) {
     for (int v = 0; v < 256; v++) unit[v] = (float)v / 255.0f;
 }
+
+/* k crops of a uint8 image with ch channels as float32 in [0, 1], into out (k, chunk,
+ * chunk, ch). Crop c's pixel (i, j) is the ch bytes at start[c] + i * di[c] + j * dj[c]:
+ * a rotated or mirrored window is the same walk with other steps. */
 
 void dg_crops(const uint8_t *img, int64_t ch, int64_t chunk, int64_t k, const int64_t *start,
               const int64_t *di, const int64_t *dj, float *out) {
@@ -360,11 +356,11 @@ static void noise_crop(float *x, int64_t size, int64_t c, int64_t parts, const i
     for (int64_t j = 0; j < parts && kinds[j] >= 0; j++) {
         uint64_t kj = mix64(key + (uint64_t)(c * parts + j + 1) * GOLDEN);
         switch (kinds[j]) {
-        case 0: dg_gaussian(x, 1, size, levels + j, kj, clip); break;
-        case 1: dg_poisson(x, 1, size, levels + j, kj, clip); break;
-        case 2: dg_speckle(x, 1, size, levels + j, kj, clip); break;
-        case 3: case 4: case 5: dg_impulse(x, 1, size, thresholds + j, kinds[j] - 3, kj); break;
-        case 6: dg_camera(x, 1, size, levels + j, full_well_iso100, read_electrons, kj, clip); break;
+        case 0: dg_gaussian(x, size, levels[j], kj, clip); break;
+        case 1: dg_poisson(x, size, levels[j], kj, clip); break;
+        case 2: dg_speckle(x, size, levels[j], kj, clip); break;
+        case 3: case 4: case 5: dg_impulse(x, size, thresholds[j], kinds[j] - 3, kj); break;
+        case 6: dg_camera(x, size, levels[j], full_well_iso100, read_electrons, kj, clip); break;
         }
     }
 }
