@@ -159,8 +159,8 @@ static void poisson_block(const float *lam, float *out, int64_t n, uint64_t key,
         idx[j] = 0;
         small[j] = 0.0f;
     }
-    /* Their uniforms and exp(-lam), in plain loops over the list that vectorize: per lane
-     * inside the groups below they ran scalar and cost more than the inversion itself. */
+    /* Their uniforms and exp(-lam), in plain loops over the list that vectorize (per lane,
+     * inside the groups below, they ran scalar). */
     float v_small[BLOCK + 32], p_small[BLOCK + 32];
     for (int64_t j = 0; j < ns + 32; j++) v_small[j] = (float)(u[idx[j]] >> 8) * (1.0f / 16777216.0f);
     for (int64_t j = 0; j < ns + 32; j++) p_small[j] = exp_poly(-small[j]);
@@ -320,7 +320,6 @@ __attribute__((constructor)) static void init_unit(void) {
 /* k crops of a uint8 image with ch channels as float32 in [0, 1], into out (k, chunk,
  * chunk, ch). Crop c's pixel (i, j) is the ch bytes at start[c] + i * di[c] + j * dj[c]:
  * a rotated or mirrored window is the same walk with other steps. */
-
 void dg_crops(const uint8_t *img, int64_t ch, int64_t chunk, int64_t k, const int64_t *start,
               const int64_t *di, const int64_t *dj, float *out) {
     const float white = 255.0f;

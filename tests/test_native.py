@@ -148,8 +148,9 @@ def test_the_fused_transform_is_crops_then_noise():
 @pytest.mark.parametrize("offset", [0, 1, 3, 5])
 def test_the_fused_transform_writes_exactly_its_rows_at_any_alignment(offset):
     """The rows go out with streaming stores from 64-byte boundaries on: into a view that
-    starts `offset` floats past one, with 7 px crops (147 floats, no whole vector), the
-    values are those of an aligned call, and not one float either side is touched."""
+    starts `offset` floats past one, with 7 px crops (147 floats, not a whole number of
+    vectors), the values are those of a call into fresh arrays, and not one float either
+    side is touched."""
     k = native.kernels()
     img = np.random.default_rng(1).integers(0, 256, (30, 30, 3), dtype=np.uint8)
     specs = SpecArrays.of([parse_spec(s) for s in ("gaussian:25", "camera:3200", "s&p:0.1")])
