@@ -115,13 +115,18 @@ def coco_sized(paths) -> list:
     return out
 
 
+def photos_per_task(k: int) -> int:
+    """Photos a Ray Data task transforms at k crops each (as build_dataset sizes them)."""
+    return max(1, rows_per_task(CHUNK) // k)
+
+
 def inprocess(paths, k: int, repeats: int = 3) -> tuple[int, float]:
     """(chunks, seconds) of the median of `repeats` passes, each with fresh crops and noise,
     a Ray Data task's worth of photos per call, as the pipeline runs it (one call for all
     40 photos at 192 crops allocates 754 MB per output array, whose page faults made the
     figure swing by 40 % between runs)."""
     cfg = cfg_for(k)
-    per_task = max(1, rows_per_task(CHUNK) // k)
+    per_task = photos_per_task(k)
     runs = []
     for epoch in range(repeats):
         n, t0 = 0, time.perf_counter()
@@ -168,7 +173,7 @@ def object_store(paths, k: int, repeats: int = 5) -> dict:
     import ray
     from ray.data.block import BlockAccessor
 
-    per_task = max(1, rows_per_task(CHUNK) // k)
+    per_task = photos_per_task(k)
     rows = chunk_batch({"path": np.array([str(p) for p in paths[:per_task]]),
                         "epoch": np.zeros(per_task, int)}, cfg_for(k))
     block = BlockAccessor.batch_to_block(rows)  # zero-copy: Ray Data's own conversion
@@ -208,7 +213,7 @@ def breakdown(paths, k: int) -> dict:
     windows = [crop_windows(im.shape, CHUNK, k, rng) for im in imgs]
     # Each photo's rows go where a task puts them: its place in a task's arrays, written
     # before (as chunk_batch reuses the last task's).
-    per_task = max(1, rows_per_task(CHUNK) // k)
+    per_task = photos_per_task(k)
     task = {c: np.ones((per_task * k, CHUNK, CHUNK, 3), np.float32) for c in ("clean", "noisy")}
     rows = [{c: a[(i % per_task) * k : (i % per_task + 1) * k] for c, a in task.items()}
             for i in range(len(imgs))]
@@ -261,12 +266,16 @@ def main() -> None:
     emit(bench="data", method="paper", corpus=name, chunks=n_a, chunks_per_s=round(n_a / t_a),
          chunks_per_s_per_core=round(a_core), cores=2)
     rate = {}
-    for kk in (K_CONFIGS, k, K_PAPER):
-        n_b, t_b = inprocess(paths, kk)
-        rate[kk] = n_b / t_b
-        emit(bench="data", method="inprocess", corpus=name, crops_per_image=kk, chunks=n_b,
+
+    def inprocess_line(method: str, corpus_name: str, photos, kk: int) -> float:
+        n_b, t_b = inprocess(photos, kk)
+        emit(bench="data", method=method, corpus=corpus_name, crops_per_image=kk, chunks=n_b,
              chunks_per_s=round(n_b / t_b), chunks_per_s_per_core=round(n_b / t_b),
              ratio_per_core_vs_paper=round(n_b / t_b / a_core, 2), cores=1)
+        return n_b / t_b
+
+    for kk in (K_CONFIGS, k, K_PAPER):
+        rate[kk] = inprocess_line("inprocess", name, paths, kk)
     # Untimed, on both CPUs, so that every timed line finds a warm cluster: both worker
     # processes started and through their first tasks, the object store's memory touched.
     # Warmed on 1 CPU only, the 2-CPU line met a fresh second worker (a fresh worker's first
@@ -296,10 +305,7 @@ def main() -> None:
     # Last, alone: placed before the Ray lines, the 1-CPU line at 64 crops gave a median of
     # 6,633 chunks/s in five runs, against 7,795 and 7,243 in two sets of three without it;
     # right after ray.shutdown(), one run in three gave 4,501 against ~6,200.
-    n_s, t_s = inprocess(coco_sized(paths), K_CONFIGS)
-    emit(bench="data", method="inprocess_640x480", corpus=f"{name} at 640x480", crops_per_image=K_CONFIGS,
-         chunks=n_s, chunks_per_s=round(n_s / t_s), chunks_per_s_per_core=round(n_s / t_s),
-         ratio_per_core_vs_paper=round(n_s / t_s / a_core, 2), cores=1)
+    inprocess_line("inprocess_640x480", f"{name} at 640x480", coco_sized(paths), K_CONFIGS)
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def test_kernels_refuse_arrays_they_cannot_write_in_place():
 
 
 def test_the_fused_transform_is_crops_then_noise():
-    """`noisy_crops` (cut, copy and noise crop by crop) gives exactly what `crops` then
+    """`noisy_crops` (cut and noise crop by crop) gives exactly what `crops` then
     `noise` give from the same generator state: every kind, mixes, clipped or not."""
     k = native.kernels()
     rng = np.random.default_rng(0)
