@@ -10,7 +10,8 @@
                  photos resized to COCO's 640 x 480 (what configs/cluster.yaml trains on)
   (c) ray_1cpu / ray_2cpu   the same through Ray Data, with 1 CPU (64 and 192 crops) and
                  with 2 CPUs (64 crops), one task per CPU; ray_2cpu_3tasks: 2 CPUs shared
-                 by 3 tasks at once
+                 by 3 tasks at once. All of Ray's processes (raylet, object store, workers)
+                 are pinned to that many cores, the consumer to the others where there are
 
 then where (b)'s time goes: decode, crop, noise (the compiled kernels the pipeline uses
 where they build, noisebatch's numpy path, and the scikit-image reference noise), against
@@ -21,6 +22,7 @@ ratios are per core against (a). `--quick` for a short run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -138,13 +140,70 @@ def inprocess(paths, k: int, repeats: int = 3) -> tuple[int, float]:
     return sorted(runs, key=lambda r: r[1])[len(runs) // 2]
 
 
+def _descendants(root: int) -> list[int]:
+    """Every process below `root`: for the private cluster this benchmark starts, Ray's GCS,
+    raylet (with its object store), dashboard, workers and actors."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        try:
+            stat = open(f"/proc/{entry}/stat").read() if entry.isdigit() else ""
+        except OSError:  # gone since the listing
+            continue
+        if stat:
+            children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        found += (kids := children.get(todo.pop(), []))
+        todo += kids
+    return found
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` onto `cpus` (an affinity is a thread's, not a process's)."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for tid in threads:
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:  # a thread that has ended
+            pass
+
+
+@contextlib.contextmanager
+def ray_on_cores(n: int):
+    """Confine the local Ray cluster, all of its processes, to `n` of this process's cores
+    and this process (the consumer, and Ray Data's scheduler thread) to the others, if any.
+    The per-core figure then pays for everything Ray does on the data side, not only the
+    worker's transform: on 1 CPU unpinned, the raylet, its object store and the other Ray
+    processes ran on the second core beside the consumer."""
+    every = sorted(os.sched_getaffinity(0))
+    mine = set(every[n:]) or set(every)
+    ray_pids = [] if os.environ.get("RAY_ADDRESS") else _descendants(os.getpid())
+    for pid in ray_pids:
+        _pin(pid, set(every[:n]))
+    _pin(os.getpid(), mine)
+    try:
+        yield
+    finally:
+        for pid in [os.getpid(), *_descendants(os.getpid())]:
+            _pin(pid, set(every))
+
+
 def through_ray(paths, k: int, cpus: int, tasks: int | None = None) -> tuple[int, float]:
     """(chunks, seconds) through Ray Data on `cpus` CPUs, running `tasks` tasks at once
-    (cpus / tasks CPU each; one per CPU by default)."""
+    (cpus / tasks CPU each; one per CPU by default), with the cluster on `cpus` cores."""
     from distgan import raysession
-    from distgan.data import Source, build_dataset, data_resource_limits, tf_batches
 
     raysession.connect(num_cpus=2)
+    with ray_on_cores(cpus):
+        return _through_ray(paths, k, cpus, tasks)
+
+
+def _through_ray(paths, k: int, cpus: int, tasks: int | None) -> tuple[int, float]:
+    from distgan.data import Source, build_dataset, data_resource_limits, tf_batches
+
     tasks = tasks or cpus
     cfg = cfg_for(k, tasks).replace(scaling={"reserved_data_cpus": float(cpus)},
                                     data={"cpus_per_task": cpus / tasks})
@@ -295,8 +354,8 @@ def main() -> None:
 
     store = object_store(paths, k)
     ray.shutdown()  # the breakdown is timed alone, not beside an idle Ray cluster
-    # transfer: what a chunk costs through Ray Data on one CPU beyond the same transform
-    # in-process (tasks, Arrow blocks, the object store, the consumer's batching)
+    # transfer: what a chunk costs through Ray Data on one core beyond the same transform
+    # in-process (tasks, Arrow blocks, the object store, Ray's own processes on that core)
     emit(bench="data", method="breakdown", corpus=name, crops_per_image=k,
          **{k_: round(v, 1) for k_, v in breakdown(paths, k).items()},
          ray_transfer_us_per_chunk=round(1e6 / rate["ray1", k, 1] - 1e6 / rate[k], 1),
