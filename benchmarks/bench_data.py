@@ -10,8 +10,9 @@
                  photos resized to COCO's 640 x 480 (what configs/cluster.yaml trains on)
   (c) ray_1cpu / ray_2cpu   the same through Ray Data, with 1 CPU (64 and 192 crops) and
                  with 2 CPUs (64 crops), one task per CPU; ray_2cpu_3tasks: 2 CPUs shared
-                 by 3 tasks at once. All of Ray's processes (raylet, object store, workers)
-                 are pinned to that many cores, the consumer to the others where there are
+                 by 3 tasks at once; ray_1cpu_640x480: 1 CPU, 16 crops of the 640 x 480
+                 photos. All of Ray's processes (raylet, object store, workers) are pinned
+                 to that many cores, the consumer to the others where there are
 
 then where (b)'s time goes: decode, crop, noise (the compiled kernels the pipeline uses
 where they build, noisebatch's numpy path, and the scikit-image reference noise), against
@@ -45,8 +46,8 @@ K_PAPER = 192
 # The crops per photo that configs/default.yaml and cluster.yaml draw: a pass decodes 4x the
 # photos per chunk that 64 crops do.
 K_CONFIGS = 16
-# Passes through Ray Data: 16 x 40 photos is 40 tasks of 16 photos at 64 crops, enough that
-# the pipeline's fill and drain do not set the figure.
+# Passes through Ray Data at 64 crops (more at fewer crops, for as many rows): 16 x 40 photos
+# is 40 tasks of 16 photos, enough that the pipeline's fill and drain do not set the figure.
 EPOCHS = int(os.environ.get("BENCH_DATA_EPOCHS", "16"))
 
 
@@ -208,7 +209,7 @@ def _through_ray(paths, k: int, cpus: int, tasks: int | None) -> tuple[int, floa
     cfg = cfg_for(k, tasks).replace(scaling={"reserved_data_cpus": float(cpus)},
                                     data={"cpus_per_task": cpus / tasks})
     data_resource_limits(cfg)
-    ds = build_dataset(cfg, Source("bench", tuple(map(str, paths))), epochs=EPOCHS)
+    ds = build_dataset(cfg, Source("bench", tuple(map(str, paths))), epochs=EPOCHS * max(1, 64 // k))
     # Steady state, as a training run sees it for hours: the clock starts once two tasks'
     # rows per CPU have arrived. A fresh worker process's first task ran ~2.7x slower
     # (imports, the kernels' loading, first-touch memory): 386-415 us a chunk against a
@@ -343,13 +344,19 @@ def main() -> None:
     through_ray(paths[:8], k, 2)
     # The last line runs 3 tasks at once on the 2 CPUs (2/3 CPU each): a worker waits ~30 ms
     # between its tasks (the object-store write, the next dispatch), which a third fills.
-    for cpus, kk, tasks in ((1, k, 1), (1, K_PAPER, 1), (2, k, 2), (2, k, 3)):
-        n_c, t_c = through_ray(paths, kk, cpus, tasks)
-        rate[f"ray{cpus}", kk, tasks] = n_c / t_c
-        emit(bench="data", method=f"ray_{cpus}cpu" + (f"_{tasks}tasks" if tasks != cpus else ""),
-             corpus=name, crops_per_image=kk, tasks=tasks, chunks=n_c, chunks_per_s=round(n_c / t_c),
-             chunks_per_s_per_core=round(n_c / t_c / cpus),
+    def ray_line(method: str, corpus_name: str, photos, kk: int, cpus: int, tasks: int) -> float:
+        n_c, t_c = through_ray(photos, kk, cpus, tasks)
+        emit(bench="data", method=method, corpus=corpus_name, crops_per_image=kk, tasks=tasks, chunks=n_c,
+             chunks_per_s=round(n_c / t_c), chunks_per_s_per_core=round(n_c / t_c / cpus),
              ratio_per_core_vs_paper=round(n_c / t_c / cpus / a_core, 2), cores=cpus)
+        return n_c / t_c
+
+    for cpus, kk, tasks in ((1, k, 1), (1, K_PAPER, 1), (2, k, 2), (2, k, 3)):
+        rate[f"ray{cpus}", kk, tasks] = ray_line(
+            f"ray_{cpus}cpu" + (f"_{tasks}tasks" if tasks != cpus else ""), name, paths, kk, cpus, tasks)
+    # The shipped cluster config's case: 16 crops of COCO-sized photos, on 1 CPU.
+    coco = coco_sized(paths)
+    ray_line("ray_1cpu_640x480", f"{name} at 640x480", coco, K_CONFIGS, 1, 1)
     import ray
 
     store = object_store(paths, k)
@@ -364,7 +371,7 @@ def main() -> None:
     # Last, alone: placed before the Ray lines, the 1-CPU line at 64 crops gave a median of
     # 6,633 chunks/s in five runs, against 7,795 and 7,243 in two sets of three without it;
     # right after ray.shutdown(), one run in three gave 4,501 against ~6,200.
-    inprocess_line("inprocess_640x480", f"{name} at 640x480", coco_sized(paths), K_CONFIGS)
+    inprocess_line("inprocess_640x480", f"{name} at 640x480", coco, K_CONFIGS)
 
 
 if __name__ == "__main__":
