@@ -28,6 +28,7 @@ inference time, or given an estimate.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -206,11 +207,10 @@ class SpecArrays:
     def params(self) -> np.ndarray:
         """Each spec's conditioning vector, (n, N_PARAMS) float32: per kind, the largest of
         its parts' normalised levels."""
+        rows, parts = np.nonzero(self.kinds >= 0)
+        kinds = self.kinds[rows, parts]
         params = np.zeros((len(self), N_PARAMS))
-        for j in range(MAX_PARTS):
-            has = np.flatnonzero(self.kinds[:, j] >= 0)
-            k = self.kinds[has, j]
-            np.maximum.at(params, (has, k), normalised_levels(k, self.levels[has, j]))
+        np.maximum.at(params, (rows, kinds), normalised_levels(kinds, self.levels[rows, parts]))
         return params.astype(np.float32)
 
     def labels(self) -> np.ndarray:
@@ -250,28 +250,39 @@ def sample_spec(cfg: NoiseConfig, rng: np.random.Generator) -> NoiseSpec:
     return NoiseSpec(tuple(parts), cfg.clip)
 
 
+@functools.lru_cache(maxsize=16)
+def _draw_tables(cfg: NoiseConfig) -> tuple[np.ndarray, ...]:
+    """For each of cfg.kinds, read-only: the ends of its level range (their logs where it is
+    drawn log-uniformly), whether it is, and its position in NOISE_KINDS."""
+    ranges = _ranges(cfg)
+    lo, hi, log = (np.array([ranges[k][i] for k in cfg.kinds], np.float64) for i in range(3))
+    log = log.astype(bool)
+    np.log(lo, out=lo, where=log)  # only where drawn log-uniformly: a 0 lower bound is fine
+    np.log(hi, out=hi, where=log)
+    positions = np.array([NOISE_KINDS.index(k) for k in cfg.kinds], np.int32)
+    for a in (lo, hi, log, positions):
+        a.setflags(write=False)
+    return lo, hi, log, positions
+
+
 def draw_specs(cfg: NoiseConfig, rng: np.random.Generator, n: int) -> SpecArrays:
     """n specs distributed as `sample_spec`'s, drawn with a few array calls (the data
     pipeline draws one per crop; one at a time costs ~13 us each)."""
-    kinds = list(cfg.kinds)
-    m = len(kinds)
+    lo, hi, log, positions = _draw_tables(cfg)
+    m = len(positions)
     counts = np.ones(n, np.int64)
     if m > 1:
         mixed = rng.random(n) < cfg.mix_prob
         counts[mixed] = rng.integers(2, min(3, m) + 1, size=int(mixed.sum()))
     picks = np.argsort(rng.random((n, m)), axis=1)[:, :MAX_PARTS]  # a random order of the kinds
-    ranges = _ranges(cfg)
-    lo, hi, log = (np.array([ranges[k][i] for k in kinds]) for i in range(3))
-    lo, hi, log = lo[picks], hi[picks], log[picks].astype(bool)
-    np.log(lo, out=lo, where=log)  # only where drawn log-uniformly: a 0 lower bound is fine
-    np.log(hi, out=hi, where=log)
+    lo, hi, log = lo[picks], hi[picks], log[picks]
     levels = lo + rng.random(picks.shape) * (hi - lo)
     np.exp(levels, out=levels, where=log)
     used = np.arange(MAX_PARTS) < counts[:, None]
     out_kinds = np.full((n, MAX_PARTS), -1, np.int32)
     out_levels = np.zeros((n, MAX_PARTS))
     cols = picks.shape[1]
-    positions = np.array([NOISE_KINDS.index(k) for k in kinds], np.int32)[picks]
+    positions = positions[picks]
     out_kinds[:, :cols] = np.where(used[:, :cols], positions, -1)
     out_levels[:, :cols] = np.where(used[:, :cols], levels, 0.0)
     return SpecArrays(out_kinds, out_levels, np.full(n, cfg.clip, bool))
