@@ -12,7 +12,7 @@
                  with 2 CPUs (64 crops), one task per CPU; ray_2cpu_3tasks: 2 CPUs shared
                  by 3 tasks at once; ray_1cpu_640x480: 1 CPU, 16 crops of the 640 x 480
                  photos. All of Ray's processes (raylet, object store, workers) are pinned
-                 to that many cores, the consumer to the others where there are
+                 to that many cores, the consumer to the others where there are any
 
 then where (b)'s time goes: decode, crop, noise (the compiled kernels the pipeline uses
 where they build, noisebatch's numpy path, and the scikit-image reference noise), against

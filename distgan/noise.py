@@ -268,7 +268,10 @@ def _draw_tables(cfg: NoiseConfig) -> tuple[np.ndarray, ...]:
 def draw_specs(cfg: NoiseConfig, rng: np.random.Generator, n: int) -> SpecArrays:
     """n specs distributed as `sample_spec`'s, drawn with a few array calls (the data
     pipeline draws one per crop; one at a time costs ~13 us each)."""
-    lo, hi, log, positions = _draw_tables(cfg)
+    try:
+        lo, hi, log, positions = _draw_tables(cfg)
+    except TypeError:  # a config built in code with a list in it: not hashable, not cached
+        lo, hi, log, positions = _draw_tables.__wrapped__(cfg)
     m = len(positions)
     counts = np.ones(n, np.int64)
     if m > 1:

@@ -145,3 +145,13 @@ def test_sample_spec_stays_in_configured_ranges():
 def test_integer_images_are_refused():
     with pytest.raises(TypeError, match="float image"):
         add_noise(np.zeros((4, 4, 3), np.uint8), "gaussian:5", np.random.default_rng(0))
+
+
+def test_draw_specs_takes_a_config_built_in_code_with_lists():
+    """The per-kind tables are cached by config; a config with a list in it can't be a
+    cache key and is drawn from all the same, with the same values."""
+    listed = NoiseConfig(kinds=["gaussian", "camera"], gaussian_sigma=[2.0, 9.0])
+    tupled = NoiseConfig(kinds=("gaussian", "camera"), gaussian_sigma=(2.0, 9.0))
+    a = draw_specs(listed, np.random.default_rng(3), 50)
+    b = draw_specs(tupled, np.random.default_rng(3), 50)
+    assert np.array_equal(a.kinds, b.kinds) and np.array_equal(a.levels, b.levels)
