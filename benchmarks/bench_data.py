@@ -350,12 +350,16 @@ def main() -> None:
          chunks_per_s_per_core=round(a_core), cores=2)
     rate = {}
 
+    def line(method: str, corpus_name: str, kk: int, chunks: int, seconds: float, cpus: int,
+             **extra) -> float:
+        """One line of chunks/s, per core and against the paper; returns chunks/s."""
+        emit(bench="data", method=method, corpus=corpus_name, crops_per_image=kk, **extra, chunks=chunks,
+             chunks_per_s=round(chunks / seconds), chunks_per_s_per_core=round(chunks / seconds / cpus),
+             ratio_per_core_vs_paper=round(chunks / seconds / cpus / a_core, 2), cores=cpus)
+        return chunks / seconds
+
     def inprocess_line(method: str, corpus_name: str, photos, kk: int) -> float:
-        n_b, t_b = inprocess(photos, kk)
-        emit(bench="data", method=method, corpus=corpus_name, crops_per_image=kk, chunks=n_b,
-             chunks_per_s=round(n_b / t_b), chunks_per_s_per_core=round(n_b / t_b),
-             ratio_per_core_vs_paper=round(n_b / t_b / a_core, 2), cores=1)
-        return n_b / t_b
+        return line(method, corpus_name, kk, *inprocess(photos, kk), 1)
 
     for kk in (K_CONFIGS, k, K_PAPER):
         rate[kk] = inprocess_line("inprocess", name, paths, kk)
@@ -365,15 +369,12 @@ def main() -> None:
     # task runs ~2.7x slower) and gave 9,302 chunks/s, against 11,363-11,435 in the three
     # runs after it in the same process.
     through_ray(paths[:8], k, 2)
-    # The last line runs 3 tasks at once on the 2 CPUs (2/3 CPU each): a worker waits ~30 ms
-    # between its tasks (the object-store write, the next dispatch), which a third fills.
-    def ray_line(method: str, corpus_name: str, photos, kk: int, cpus: int, tasks: int) -> float:
-        n_c, t_c = through_ray(photos, kk, cpus, tasks)
-        emit(bench="data", method=method, corpus=corpus_name, crops_per_image=kk, tasks=tasks, chunks=n_c,
-             chunks_per_s=round(n_c / t_c), chunks_per_s_per_core=round(n_c / t_c / cpus),
-             ratio_per_core_vs_paper=round(n_c / t_c / cpus / a_core, 2), cores=cpus)
-        return n_c / t_c
 
+    def ray_line(method: str, corpus_name: str, photos, kk: int, cpus: int, tasks: int) -> float:
+        return line(method, corpus_name, kk, *through_ray(photos, kk, cpus, tasks), cpus, tasks=tasks)
+
+    # (2, k, 3) runs 3 tasks at once on the 2 CPUs (2/3 CPU each): a worker waits ~30 ms
+    # between its tasks (the object-store write, the next dispatch), which a third fills.
     for cpus, kk, tasks in ((1, k, 1), (1, K_PAPER, 1), (2, k, 2), (2, k, 3)):
         rate[f"ray{cpus}", kk, tasks] = ray_line(
             f"ray_{cpus}cpu" + (f"_{tasks}tasks" if tasks != cpus else ""), name, paths, kk, cpus, tasks)
