@@ -7,6 +7,7 @@ and key of anything wrong and suggesting the nearest valid key.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import types
@@ -52,6 +53,9 @@ class DataConfig:
     eval_images: int = field(default=2, metadata=_range(0, 1000))
     # Largest edge of a held-out image used for whole-image evaluation (0 = full size).
     eval_max_edge: int = field(default=256, metadata=_range(0, 100_000))
+    # Noise specs of the held-out evaluation: every held-out image is scored under each one,
+    # with noise seeded by the run's seed and the image (`psnr` is the mean over all).
+    eval_noise: tuple[str, ...] = ("gaussian:25:unclipped", "mix:gaussian:15+s&p:0.02")
     # CPUs each Ray Data task reserves; trainers never take these.
     cpus_per_task: float = field(default=1.0, metadata=_range(0.0, 1024))
     # Parallel Ray Data tasks for decode + noise + chunk.
@@ -76,15 +80,30 @@ class NoiseConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    # Generator encoder filters; the decoder mirrors them.
-    gen_filters: tuple[int, ...] = (64, 128, 256)
-    gen_strides: tuple[int, ...] = (1, 2, 2)
+    # Generator family (models.py): `unet` (pixel-unshuffle stem, blocks per scale, additive
+    # skips; FFDNet / DRUNet style) or `autoencoder` (the paper's: one conv + BatchNorm per
+    # scale, mirrored by transposed convs).
+    generator: str = field(default="unet", metadata=_choices("unet", "autoencoder"))
+    # Filters per scale; the decoder mirrors them.
+    gen_filters: tuple[int, ...] = (32, 64, 128, 256)
+    # Downsampling into each scale (the first is 1).
+    gen_strides: tuple[int, ...] = (1, 2, 2, 2)
     gen_kernel: int = field(default=3, metadata=_range(1, 15))
-    # Width of the dense bottleneck (0 = none). The paper's is over-complete: 3500.
+    # unet: pixel-unshuffle factor of the stem (FFDNet's reversible downsampling; 1 = none).
+    stem: int = field(default=2, metadata=_choices(1, 2, 4))
+    # unet: blocks per scale (the deepest scale's are shared between encoder and decoder).
+    blocks: int = field(default=2, metadata=_range(0, 64))
+    # unet: `res` (x + conv(relu(conv(x))), DRUNet's) or `conv` (relu(conv(x)), FFDNet's).
+    block: str = field(default="res", metadata=_choices("res", "conv"))
+    # unet: normalisation after each convolution of a block.
+    norm: str = field(default="none", metadata=_choices("none", "batch"))
+    # unet: convolutions with a bias (DRUNet has none).
+    bias: bool = True
+    # autoencoder: width of the dense bottleneck (0 = none). The paper's is over-complete: 3500.
     latent: int = field(default=0, metadata=_range(0, 1_000_000))
-    # U-Net skip connections from each encoder block to its mirror.
+    # autoencoder: U-Net skip connections from each encoder block to its mirror.
     skips: bool = True
-    # Predict the noise and subtract it, instead of predicting the clean image.
+    # autoencoder: predict the noise and subtract it, instead of the clean image (unet always does).
     residual: bool = True
     # Feed the noise-parameter vector as constant feature maps (FFDNet-style).
     condition: bool = True
@@ -103,11 +122,29 @@ class TrainConfig:
     # Per batch: n discriminator steps, then m generator steps.
     d_steps: int = field(default=1, metadata=_range(1, 100))
     g_steps: int = field(default=1, metadata=_range(1, 100))
-    lr_g: float = field(default=2e-4, metadata=_range(0.0, 1.0))
+    # The generator's optimizer (the discriminator's is Adam with beta_1 = 0.5).
+    optimizer: str = field(default="adam", metadata=_choices("adam", "adamw", "rmsprop"))
+    # Peak learning rates. G's follows `schedule` over all its updates (pretraining + GAN).
+    lr_g: float = field(default=1e-3, metadata=_range(0.0, 1.0))
     lr_d: float = field(default=1e-4, metadata=_range(0.0, 1.0))
-    # Generator loss = MSE + adv_weight * BCE + l1_weight * L1.
+    # `cosine`: linear warm-up for `warmup_steps`, then cosine decay to `lr_min`.
+    schedule: str = field(default="cosine", metadata=_choices("cosine", "constant"))
+    warmup_steps: int = field(default=200, metadata=_range(0, None))
+    lr_min: float = field(default=1e-5, metadata=_range(0.0, 1.0))
+    # Decoupled weight decay, for `adamw`.
+    weight_decay: float = field(default=1e-4, metadata=_range(0.0, 1.0))
+    # Rescale G's gradients to at most this global norm (0 = off).
+    clip_norm: float = field(default=0.0, metadata=_range(0.0, None))
+    # Decay of the exponential moving average of G's weights (0 = off). Evaluation,
+    # checkpoints' exported generator and `distgan export` use the average.
+    ema: float = field(default=0.999, metadata=_range(0.0, 0.999999))
+    # Generator loss = loss(denoised, clean) + adv_weight * BCE + l1_weight * L1.
+    loss: str = field(default="mse", metadata=_choices("mse", "l1", "charbonnier"))
     adv_weight: float = field(default=1e-3, metadata=_range(0.0, None))
     l1_weight: float = field(default=0.0, metadata=_range(0.0, None))
+    # Arithmetic of G and D: `bfloat16` is mixed (float32 weights), `auto` picks it where
+    # the GPU or CPU (AVX512-BF16 / AMX) has bfloat16 units.
+    precision: str = field(default="float32", metadata=_choices("float32", "bfloat16", "auto"))
     # Labels are smoothed and flipped by up to this much (uniform noise on the targets).
     label_noise: float = field(default=0.1, metadata=_range(0.0, 0.5))
     xla: bool = False
@@ -115,6 +152,8 @@ class TrainConfig:
     eval_every: int = field(default=200, metadata=_range(1, None))
     checkpoint_every: int = field(default=200, metadata=_range(1, None))
     keep_checkpoints: int = field(default=3, metadata=_range(1, 1000))
+    # Also keep the checkpoint with the best held-out PSNR (checkpoints/best.json names it).
+    keep_best: bool = True
 
 
 @dataclass(frozen=True)
@@ -299,14 +338,32 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: 'model.disc_strides' needs one stride per 'model.disc_filters'"
         )
-    down = 1
+    down = m.stem if m.generator == "unet" else 1
     for s in m.gen_strides:
         down *= s
     if cfg.data.chunk % down:
         raise ConfigError(
             f"{where}: 'data.chunk' = {cfg.data.chunk} is not divisible by the generator's "
-            f"total stride {down} (product of 'model.gen_strides')"
+            f"total stride {down} (product of 'model.gen_strides'"
+            f"{' and model.stem' if m.generator == 'unet' else ''})"
         )
+    if m.generator == "unet":
+        if m.gen_strides[0] != 1:
+            raise ConfigError(f"{where}: 'model.gen_strides' must start with 1 for the unet "
+                              f"generator (model.stem downsamples the input)")
+        if 16 % down:
+            raise ConfigError(f"{where}: the unet's total downsampling (model.stem x "
+                              f"model.gen_strides) is {down}; it must divide 16")
+        if m.latent:
+            raise ConfigError(f"{where}: 'model.latent' is for the autoencoder generator; "
+                              f"the unet has none (set model.latent=0)")
+    t = cfg.train
+    if t.precision == "bfloat16" and m.generator != "unet":
+        raise ConfigError(f"{where}: 'train.precision' = 'bfloat16' needs model.generator=unet "
+                          f"(the paper's autoencoder trains in float32)")
+    if t.schedule == "cosine" and t.lr_min > t.lr_g:
+        raise ConfigError(f"{where}: 'train.lr_min' ({t.lr_min:g}) is above 'train.lr_g' "
+                          f"({t.lr_g:g}); cosine decay goes down to lr_min")
     for kind in n.kinds:
         if kind not in NOISE_KINDS:
             raise ConfigError(
@@ -377,3 +434,15 @@ def dump_config(cfg: Config, path: str | Path | None = None) -> str:
     if path is not None:
         Path(path).write_text(text)
     return text
+
+
+def add_config_args(p: argparse.ArgumentParser, help_text: str = "YAML config (configs/*.yaml)") -> None:
+    """--config and --set, as every command that reads a config takes them."""
+    p.add_argument("--config", "-c", default=None, help=help_text)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value; repeatable (e.g. --set train.steps=100)",
+    )

@@ -8,9 +8,16 @@ batch with `tf.nn.compute_average_loss`, so summing replicas gives the global me
 Per batch, the GAN step runs `train.d_steps` discriminator steps then `train.g_steps`
 generator steps:
   D: clean chunks are real, denoised chunks fake; smoothed noisy labels; BCE; Adam.
-  G: MSE to clean + adv_weight * BCE(D(denoised), real) [+ l1_weight * L1]; RMSprop.
+  G: loss(denoised, clean) + adv_weight * BCE(D(denoised), real) [+ l1_weight * L1], with
+     `train.loss` mse, l1 or charbonnier; `train.optimizer` (Adam, AdamW or the paper's
+     RMSprop) on `train.schedule` (warm-up, then cosine decay over all G updates).
 A D step touches only D's variables, a G step only G's (G runs in inference mode while
 D learns, and D in inference mode while G learns, so not even BatchNorm statistics move).
+
+After every batch that moved G, an exponential moving average of G's weights
+(`train.ema`) takes a step; `ema_generator` holds it, and evaluation, checkpoints' exported
+weights and `distgan export` use it. Its decay warms up as min(ema, (1 + n) / (10 + n))
+over the n G updates so far, so that a short run's average is not its initial weights.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ import tensorflow as tf
 
 from .config import Config
 from .models import build_decoder, build_discriminator, build_encoder, build_generator
-from .parallel import Placement
+from .parallel import Placement, bfloat16_supported
+
+CHARBONNIER_EPS = 1e-3  # on the [0, 1] scale, as BasicSR's default
 
 def phase_of(step: int, cfg: Config) -> str:
     t = cfg.train
@@ -40,8 +49,56 @@ def _per_example_mean(x: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.reshape(x, (tf.shape(x)[0], -1)), axis=1)
 
 
+def g_updates(cfg: Config) -> int:
+    """How many times G's optimizer steps in a whole run: the schedule's length."""
+    t = cfg.train
+    return t.pretrain_g_steps + t.steps * t.g_steps
+
+
+def g_learning_rate(cfg: Config):
+    """G's learning rate: a constant, or warm-up then cosine decay to `lr_min`."""
+    t = cfg.train
+    if t.schedule == "constant":
+        return t.lr_g
+    warmup = min(t.warmup_steps, max(g_updates(cfg) - 1, 0))
+    # The warm-up starts at lr_g / warmup_steps, not at 0: the first update counts too.
+    return keras.optimizers.schedules.CosineDecay(
+        t.lr_g / warmup if warmup else t.lr_g, max(g_updates(cfg) - warmup, 1),
+        alpha=min(t.lr_min / t.lr_g, 1.0) if t.lr_g else 0.0,
+        warmup_target=t.lr_g if warmup else None, warmup_steps=warmup)
+
+
+def g_optimizer(cfg: Config) -> keras.optimizers.Optimizer:
+    t, lr = cfg.train, g_learning_rate(cfg)
+    if t.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(lr)
+    if t.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay)
+    return keras.optimizers.Adam(lr)
+
+
+def compute_dtype(cfg: Config) -> str | None:
+    """The Keras dtype policy G and D are built with: None (float32) or mixed_bfloat16."""
+    precision = cfg.train.precision
+    if cfg.model.generator != "unet":
+        return None  # the paper's autoencoder stays in float32
+    if precision == "auto":
+        precision = "bfloat16" if bfloat16_supported() else "float32"
+    return "mixed_bfloat16" if precision == "bfloat16" else None
+
+
 def _bce(y_true: tf.Tensor, y_prob: tf.Tensor) -> tf.Tensor:
-    return keras.losses.binary_crossentropy(y_true, y_prob)  # (B,)
+    return keras.losses.binary_crossentropy(y_true, tf.cast(y_prob, tf.float32))  # (B,)
+
+
+def pixel_loss(kind: str, fake: tf.Tensor, clean: tf.Tensor) -> tf.Tensor:
+    """Per-example reconstruction loss: mse, l1 or charbonnier."""
+    d = fake - clean
+    if kind == "l1":
+        return _per_example_mean(tf.abs(d))
+    if kind == "charbonnier":
+        return _per_example_mean(tf.sqrt(tf.square(d) + CHARBONNIER_EPS**2))
+    return _per_example_mean(tf.square(d))
 
 
 class GANTrainer:
@@ -51,25 +108,37 @@ class GANTrainer:
         self.cfg = cfg
         self.place = placement
         self.strategy = strategy
-        m, chunk = cfg.model, cfg.data.chunk
+        m, chunk, dtype = cfg.model, cfg.data.chunk, compute_dtype(cfg)
         with strategy.scope():
             with placement.encoder():
-                self.encoder = build_encoder(m, chunk)
+                self.encoder = build_encoder(m, chunk, dtype)
             with placement.decoder():
-                self.decoder = build_decoder(m, chunk)
+                self.decoder = build_decoder(m, chunk, dtype)
             self.generator = build_generator(m, chunk, self.encoder, self.decoder)
+            self.ema_generator = self.generator
+            if cfg.train.ema:
+                # The average, in float32, on the devices of the parts it averages.
+                with placement.encoder():
+                    ema_enc = build_encoder(m, chunk)
+                with placement.decoder():
+                    ema_dec = build_decoder(m, chunk)
+                self.ema_generator = build_generator(m, chunk, ema_enc, ema_dec)
+                for avg, w in zip(self.ema_generator.weights, self.generator.weights):
+                    avg.assign(w)
             with placement.discriminator():
-                self.discriminator = build_discriminator(m, chunk)
-            self.g_opt = keras.optimizers.RMSprop(cfg.train.lr_g)
+                self.discriminator = build_discriminator(m, chunk, dtype)
+            self.g_opt = g_optimizer(cfg)
             self.d_opt = keras.optimizers.Adam(cfg.train.lr_d, beta_1=0.5)
             # Build optimizer slots now, inside the scope: created lazily inside a traced
             # step under MirroredStrategy they fail ("must feed a value for placeholder").
             self.g_opt.build(self.generator.trainable_variables)
             self.d_opt.build(self.discriminator.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.spent = {"cpu_s": 0.0, "wall_s": 0.0}  # training time before this process
         xla = cfg.train.xla and placement.mode != "split"  # XLA cannot span devices
         self._compiled = {
-            phase: tf.function(self._distributed(fn), jit_compile=False, reduce_retracing=True)
+            phase: tf.function(self._distributed(fn, moves_g=phase != "pretrain_d"),
+                               jit_compile=False, reduce_retracing=True)
             for phase, fn in (
                 ("pretrain_g", self._wrap_xla(self.pretrain_g_step, xla)),
                 ("pretrain_d", self._wrap_xla(self.pretrain_d_step, xla)),
@@ -102,9 +171,18 @@ class GANTrainer:
 
     # ---------------------------------------------------------------- steps
 
-    def _apply(self, opt, loss, tape, variables):
+    def _apply(self, opt, loss, tape, variables, clip_norm: float = 0.0):
         grads = tape.gradient(loss, variables)
+        if clip_norm:
+            grads, _ = tf.clip_by_global_norm(grads, clip_norm)
         opt.apply_gradients(zip(grads, variables))
+
+    def _ema_update(self) -> None:
+        """One step of the weights' moving average (cross-replica: every copy gets it)."""
+        n = tf.cast(self.g_opt.iterations, tf.float32)
+        decay = tf.minimum(self.cfg.train.ema, (1.0 + n) / (10.0 + n))
+        for avg, w in zip(self.ema_generator.weights, self.generator.weights):
+            avg.assign(decay * avg + (1.0 - decay) * tf.cast(w, avg.dtype))
 
     def _d_update(self, real, fake, salt: int) -> dict:
         eps = self.cfg.train.label_noise
@@ -126,7 +204,7 @@ class GANTrainer:
         with tf.GradientTape() as tape:  # G learns to denoise (and, in the GAN, to fool D)
             fake = self.generate(noisy, params, training=True)
             mse = _per_example_mean(tf.square(fake - clean))
-            per_ex = mse
+            per_ex = mse if t.loss == "mse" else pixel_loss(t.loss, fake, clean)
             out = {}
             if t.l1_weight:
                 per_ex = per_ex + t.l1_weight * _per_example_mean(tf.abs(fake - clean))
@@ -135,7 +213,7 @@ class GANTrainer:
                 per_ex = per_ex + t.adv_weight * adv
                 out["g_adv"] = tf.nn.compute_average_loss(adv)
             loss = tf.nn.compute_average_loss(per_ex)
-        self._apply(self.g_opt, loss, tape, self.generator.trainable_variables)
+        self._apply(self.g_opt, loss, tape, self.generator.trainable_variables, t.clip_norm)
         out.update(g_loss=loss, mse=tf.nn.compute_average_loss(mse))
         return out
 
@@ -162,13 +240,16 @@ class GANTrainer:
     def _wrap_xla(fn, xla: bool):
         return tf.function(fn, jit_compile=True) if xla else fn
 
-    def _distributed(self, fn):
+    def _distributed(self, fn, moves_g: bool):
         def run(batch):
             per_replica = self.strategy.run(fn, args=(batch,))
-            return {
+            out = {
                 k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                 for k, v in per_replica.items()
             }
+            if moves_g and self.ema_generator is not self.generator:
+                self._ema_update()
+            return out
 
         return run
 
@@ -192,10 +273,15 @@ class GANTrainer:
         return {k: float(v) for k, v in out.items()}
 
     def denoise_fn(self):
-        """A compiled inference function (noisy, params) -> denoised, for eval and denoise."""
+        """A compiled inference function (noisy, params) -> denoised, for eval and denoise:
+        the moving average of G where there is one."""
+        if self.ema_generator is self.generator:
 
-        @tf.function(reduce_retracing=True)
-        def infer(noisy, params):
-            return self.generate(noisy, params, training=False)
+            @tf.function(reduce_retracing=True)
+            def infer(noisy, params):
+                return self.generate(noisy, params, training=False)
 
-        return infer
+            return infer
+        ema = self.ema_generator
+        return tf.function(lambda noisy, params: ema([noisy, params], training=False),
+                           reduce_retracing=True)

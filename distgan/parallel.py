@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import tensorflow as tf
 
@@ -31,6 +32,17 @@ def local_devices() -> list[str]:
     """Logical accelerator devices if any, else logical CPUs ('GPU:0', ... or 'CPU:0', ...)."""
     gpus = tf.config.list_logical_devices("GPU")
     return [_short(d.name) for d in (gpus or tf.config.list_logical_devices("CPU"))]
+
+
+def bfloat16_supported() -> bool:
+    """A GPU, or a CPU whose flags show native bfloat16 arithmetic (AVX512-BF16 or AMX)."""
+    if tf.config.list_logical_devices("GPU"):
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 @dataclass

@@ -7,7 +7,7 @@ from distgan.config import Config, ConfigError, dump_config, load_config, to_dic
 from .conftest import ROOT
 
 
-@pytest.mark.parametrize("name", ["default", "paper", "smoke", "shipped"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")))
 def test_shipped_configs_load(name):
     cfg = load_config(ROOT / "configs" / f"{name}.yaml")
     assert isinstance(cfg, Config)
@@ -24,6 +24,8 @@ def test_paper_config_has_the_paper_settings():
     assert c.model.disc_filters == (248,) * 4 and c.model.disc_strides == (2,) * 4
     assert (c.train.d_steps, c.train.g_steps) == (2, 3)
     assert c.noise.amount[1] == 0.25
+    assert c.model.generator == "autoencoder" and not c.model.skips and not c.model.residual
+    assert (c.train.optimizer, c.train.schedule, c.train.ema, c.train.lr_g) == ("rmsprop", "constant", 0, 2e-4)
 
 
 def test_overrides_are_typed():
@@ -59,6 +61,11 @@ def test_unknown_section_suggests():
         ("noise.kinds=[gaussian, blur]", "unknown kind 'blur'"),
         ("model.gen_strides=[1]", "one stride per"),
         ("noise.gaussian_sigma=[5]", "a list of 2 values"),
+        ("model.stem=3", "must be one of 1, 2, 4"),
+        ("train.optimizer=sgd", "must be one of 'adam', 'adamw', 'rmsprop'"),
+        ("train.loss=huber", "must be one of 'mse', 'l1', 'charbonnier'"),
+        ("train.lr_min=0.1", "'train.lr_min' .* is above 'train.lr_g'"),
+        ("model.latent=64", "'model.latent' is for the autoencoder"),
     ],
 )
 def test_bad_values_name_the_key(override, fragment):
@@ -86,3 +93,16 @@ def test_config_is_frozen_and_replace_validates():
     with pytest.raises(ConfigError):
         c.replace(train={"stepz": 5})
     assert to_dict(c)["model"]["gen_filters"] == list(c.model.gen_filters)
+
+
+def test_unet_downsampling_must_divide_16_and_start_at_1():
+    with pytest.raises(ConfigError, match="must divide 16"):
+        load_config(None, ["model.stem=4", "model.gen_filters=[8, 8, 8, 8]", "model.gen_strides=[1, 2, 2, 2]"])
+    with pytest.raises(ConfigError, match="must start with 1"):
+        load_config(None, ["model.gen_filters=[8, 8]", "model.gen_strides=[2, 2]"])
+
+
+def test_bfloat16_training_is_for_the_unet():
+    with pytest.raises(ConfigError, match="needs model.generator=unet"):
+        load_config(ROOT / "configs" / "paper.yaml", ["train.precision=bfloat16"])
+    assert load_config(None, ["train.precision=bfloat16"]).train.precision == "bfloat16"
