@@ -34,7 +34,7 @@ Infer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (noisy tiles, params) 
 
 SHIPPED = Path(__file__).resolve().parent / "weights" / "denoiser.keras"
 PRECISIONS = ("auto", "float32", "bfloat16")
-FLOAT32_LAYERS = ("noise_out", "denoised")  # the output head keeps full precision
+FLOAT32_LAYERS = ("noise_out", "noise_shuffle", "denoised")  # the output head keeps full precision
 TILE = 384  # largest tile edge: as fast per pixel as bigger ones on CPU, half the memory of 512
 OVERLAP = 16  # blend width: tiled output is within 5e-4 (mean abs) of the untiled one
 WHOLE_PIXELS = 300_000  # an image up to this size (padded to /16) goes through in one call
@@ -176,23 +176,12 @@ def _batch(tile: int) -> int:
     return max(1, TILE**2 // tile**2)
 
 
-def bfloat16_supported() -> bool:
-    """A GPU, or a CPU whose flags show native bfloat16 arithmetic (AVX512-BF16 or AMX)."""
-    import tensorflow as tf
-
-    if tf.config.list_logical_devices("GPU"):
-        return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
+        from .parallel import bfloat16_supported
+
         return "bfloat16" if bfloat16_supported() else "float32"
     return precision
 
@@ -274,14 +263,14 @@ def _load(path: str | None, precision: str) -> Denoiser:
         return _describe(gen, str(p), precision)
     if not p.exists():
         raise ModelError(f"{p}: no such model")
-    from .checkpoint import read_config, resolve
+    from .checkpoint import generator_weights, read_config, resolve
     from .models import build_generator
 
     ckpt = resolve(p)
     cfg = read_config(ckpt)
     gen = build_generator(cfg.model, cfg.data.chunk)
     try:
-        gen.load_weights(ckpt / "generator.weights.h5")
+        gen.load_weights(generator_weights(ckpt))
     except Exception as e:
         raise ModelError(f"{ckpt}: weights do not fit its config.yaml ({type(e).__name__})") from None
     return _describe(gen, str(ckpt), precision)
@@ -291,14 +280,15 @@ def averaged_generator(model: str, k: int):
     """The generator whose every weight (BatchNorm statistics too) is the mean over the last
     `k` checkpoints of a run, up to and including the one `model` names. Checkpoint
     averaging: late in training, single checkpoints swing with the last batches they saw."""
-    from .checkpoint import checkpoints, read_config, read_state, resolve
+    from .checkpoint import checkpoints, damage, generator_weights, read_config, read_state, resolve
     from .models import build_generator
 
     if Path(model).is_file():
         raise UserError(f"{model}: --average needs a run or checkpoint folder, not a model file")
     last = resolve(model)
     step = read_state(last)["step"]
-    pick = [c for c in checkpoints(last.parent) if read_state(c)["step"] <= step][-k:]
+    pick = [c for c in checkpoints(last.parent)
+            if read_state(c)["step"] <= step and damage(c) is None][-k:]
     if len(pick) < k:
         raise UserError(f"--average {k}: {last.parent} holds {len(pick)} checkpoint(s) up to "
                         f"step {step}")
@@ -309,7 +299,7 @@ def averaged_generator(model: str, k: int):
         other = read_config(c)
         if other.model != cfg.model or other.data.chunk != cfg.data.chunk:
             raise UserError(f"--average: {c.name} has another model config than {last.name}")
-        gen.load_weights(c / "generator.weights.h5")
+        gen.load_weights(generator_weights(c))
         w = [np.asarray(v, np.float64) for v in gen.get_weights()]
         sums = w if sums is None else [a + b for a, b in zip(sums, w)]
     gen.set_weights([(a / k).astype(v.dtype) for a, v in zip(sums, gen.get_weights())])
@@ -399,7 +389,8 @@ def denoise_array(
 
     def run(tiles: np.ndarray) -> np.ndarray:
         x = tiles.astype(np.float32) / scale
-        return blend(x, model(x), strength) * scale
+        # The unet's output is unclipped (so training sees every error); pixels are not.
+        return np.clip(blend(x, model(x), strength), 0.0, 1.0) * scale
 
     if tile is None and overlap is None and den.fits_whole(image.shape):
         return apply_whole(run, image)

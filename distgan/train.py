@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, dump_config, load_config, to_dict
+from . import console
+from .config import Config, add_config_args, dump_config, load_config, to_dict
 from .errors import UserError
 
 log = logging.getLogger("distgan.train")
@@ -34,8 +36,6 @@ class TrainingDiverged(UserError):
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from .cli import add_config_args
-
     add_config_args(p, "YAML config (default: configs/default.yaml)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run folder's latest checkpoint, with its config")
@@ -72,7 +72,12 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 @dataclass
 class RunLog:
-    """Where a run writes: config.yaml, metrics.jsonl, samples/, tb/ (rank 0 only)."""
+    """Where a run writes: config.yaml, metrics.jsonl, samples/, tb/ (rank 0 only).
+
+    metrics.jsonl holds one row per evaluated step. A resumed run first drops the rows
+    after the step it resumes from (they belong to steps it is about to train again) into
+    metrics.dropped.jsonl, so the log never doubles back. TensorBoard writes one folder per
+    attempt, tb/from-<step>, for the same reason."""
 
     cfg: Config
     enabled: bool = True
@@ -82,16 +87,39 @@ class RunLog:
     def dir(self) -> Path:
         return Path(self.cfg.run.dir)
 
-    def start(self) -> None:
+    def start(self, step: int = 0) -> None:
         if not self.enabled:
             return
         for sub in ("checkpoints", "samples"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         dump_config(self.cfg, self.dir / "config.yaml")
+        self._truncate_metrics(step)
         if self.cfg.run.tensorboard:
             import tensorflow as tf
 
-            self._tb = tf.summary.create_file_writer(str(self.dir / "tb"))
+            self._tb = tf.summary.create_file_writer(str(self.dir / "tb" / f"from-{step:08d}"))
+
+    def _truncate_metrics(self, step: int) -> None:
+        path = self.dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        keep, drop = [], []
+        for line in path.read_text().splitlines():
+            try:
+                row_step = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError):
+                drop.append(line)  # a line cut short by a kill
+                continue
+            (keep if row_step <= step else drop).append(line)
+        if not drop:
+            return
+        with open(self.dir / "metrics.dropped.jsonl", "a") as f:
+            f.write("".join(x + "\n" for x in drop))
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(x + "\n" for x in keep))
+        os.replace(tmp, path)
+        log.info("metrics.jsonl: %d row(s) after step %d moved to metrics.dropped.jsonl",
+                 len(drop), step)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self._tb is None:
@@ -133,8 +161,12 @@ class RunLog:
 # ------------------------------------------------------------------ the loop
 
 
-def eval_tile(cfg: Config) -> tuple[int, int]:
-    """Tile and overlap for whole-image evaluation: the chunk size, a quarter overlapping."""
+def eval_tile(cfg: Config) -> tuple[int | None, int]:
+    """Tile and overlap for whole-image evaluation: a fully convolutional generator sees
+    each image whole, as `distgan denoise` runs it (tile None); one with a dense latent
+    sees chunks, a quarter overlapping."""
+    if not cfg.model.latent or cfg.model.generator == "unet":
+        return None, 0
     return cfg.data.chunk, cfg.data.chunk // 4
 
 
@@ -148,8 +180,14 @@ def fit(
     is_chief: bool = True,
     until: int | None = None,
     ckpt_dir: Path | None = None,
+    world: int = 1,
 ) -> dict:
-    """Train over (step, batch) pairs; evaluate, log and checkpoint on schedule."""
+    """Train over (step, batch) pairs; evaluate, log and checkpoint on schedule.
+
+    Every evaluation row also carries the samples seen and the training CPU time (this
+    process, every thread, evaluation left out) and wall time, summed over resumed attempts:
+    the axes of a learning curve. With `train.keep_best`, every evaluation step is also a
+    checkpoint step, on every rank alike, and the best one by held-out PSNR is recorded."""
     from . import checkpoint
     from .gan import phase_of, total_steps
     from .metrics import evaluate, sample_grid
@@ -167,19 +205,34 @@ def fit(
 
         bar = tqdm(total=total, initial=int(trainer.step.numpy()), unit="step", dynamic_ncols=True)
     seen, t0, wait = 0, time.perf_counter(), 0.0
+    cpu0, eval_cpu = time.process_time(), 0.0
+    spent = dict(trainer.spent)
+    found = checkpoint.best(ckpt_dir) if is_chief else None
+    best_psnr = found["psnr"] if found else -math.inf
 
-    def save(reason: str) -> Path:
+    def clock() -> dict:
+        return {"cpu_s": spent["cpu_s"] + time.process_time() - cpu0 - eval_cpu,
+                "wall_s": spent["wall_s"] + time.perf_counter() - t0}
+
+    def save(reason: str, best: float | None = None) -> Path:
         step = int(trainer.step.numpy())
         path = checkpoint.save(trainer, ckpt_dir, t.keep_checkpoints,
                                {"phase": phase_of(max(step - 1, 0), cfg), "reason": reason,
-                                "total_steps": total, "losses": last})
+                                "total_steps": total, "losses": last, **clock()})
+        if best is not None:
+            checkpoint.mark_best(ckpt_dir, path, best)
         if on_checkpoint:
             on_checkpoint(step, path, {"step": step, **last, **summary})
         return path
 
     def run_eval(step: int) -> dict:
+        nonlocal eval_cpu
+        c0 = time.process_time()
         scores, outs = evaluate(infer, evals, tile, overlap)
-        runlog.metrics(step, {**last, **scores})
+        eval_cpu += time.process_time() - c0
+        lr = trainer.g_opt.learning_rate
+        runlog.metrics(step, {**last, **scores, "samples": step * cfg.data.batch_size * world,
+                              **clock(), "lr_g": float(lr.numpy() if hasattr(lr, "numpy") else lr)})
         runlog.grid(step, sample_grid(evals, outs))
         return scores
 
@@ -197,7 +250,7 @@ def fit(
             losses = trainer.train_on(phase_of(step, cfg), batch)
             bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
             if bad:
-                good = checkpoint.latest(ckpt_dir)
+                good = checkpoint.latest_valid(ckpt_dir)
                 raise TrainingDiverged(
                     f"step {step}: loss became {bad}; stopped. The last good checkpoint stays "
                     f"at {good or '(none yet)'}; lower train.lr_g/lr_d or train.adv_weight"
@@ -214,10 +267,15 @@ def fit(
                                      "samples/s": f"{rate:.0f}"}, refresh=False)
             if bar is not None:
                 bar.update(1)
-            if done % t.eval_every == 0 or done == total:
-                summary = run_eval(done) if is_chief else summary
-            if done % t.checkpoint_every == 0 or done in (total, until):
-                save("final" if done == total else ("until" if done == until else "schedule"))
+            evaluated = done % t.eval_every == 0 or done == total
+            improved = None
+            if evaluated and is_chief:
+                summary = run_eval(done)
+                if t.keep_best and summary.get("psnr", -math.inf) > best_psnr:
+                    improved = best_psnr = summary["psnr"]
+            if done % t.checkpoint_every == 0 or done in (total, until) or (evaluated and t.keep_best):
+                save("final" if done == total else ("until" if done == until else "schedule"),
+                     improved)
             if _STOP.is_set():
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
@@ -232,7 +290,7 @@ def fit(
     if not summary and is_chief:  # nothing evaluated in this call (e.g. resumed a finished run)
         summary, _ = evaluate(infer, evals, tile, overlap)
     elapsed = time.perf_counter() - t0
-    return {"step": int(trainer.step.numpy()), "total_steps": total, **summary,
+    return {"step": int(trainer.step.numpy()), "total_steps": total, **summary, **clock(),
             "samples_per_s": seen / max(elapsed, 1e-9),
             "data_wait_fraction": wait / max(elapsed, 1e-9), "losses": last}
 
@@ -288,9 +346,12 @@ def train_local(cfg: Config, resume: bool = False, until: int | None = None) -> 
     ckpt_dir = Path(cfg.run.dir) / "checkpoints"
     start = 0
     if resume:
-        found = checkpoint.latest(ckpt_dir)
-        if found is None:
+        if not checkpoint.checkpoints(ckpt_dir):
             raise UserError(f"--resume: no checkpoint in {ckpt_dir}")
+        found = checkpoint.latest_valid(ckpt_dir, "resuming from")
+        if found is None:
+            raise UserError(f"--resume: no valid checkpoint left in {ckpt_dir} (the damaged "
+                            f"ones are in {ckpt_dir / checkpoint.DAMAGED})")
         start = checkpoint.restore(trainer, found)
         log.info("resumed from %s at step %d", found, start)
     elif checkpoint.latest(ckpt_dir) is not None:
@@ -299,7 +360,7 @@ def train_local(cfg: Config, resume: bool = False, until: int | None = None) -> 
             f"run.dir to a new folder"
         )
     runlog = RunLog(cfg)
-    runlog.start()
+    runlog.start(start)
     _save_on_sigterm()
     stream = ((s, batches.batch(s)) for s in range(start, total_steps(cfg)))
     summary = fit(trainer, stream, cfg, runlog, evals, until=until)
@@ -332,16 +393,13 @@ def worker_loop(config: dict) -> None:
     trainer = build_trainer(cfg, strategy)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    start = 0
     restored = ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as d:
-            start = checkpoint.restore(trainer, d)
+    start = restore_from_ray(trainer, restored) if restored is not None else 0
     chief = rank == 0
     local_dir = None if chief else Path(tempfile.mkdtemp(prefix=f"distgan-rank{rank}-"))
     runlog = RunLog(cfg, enabled=chief)
     if chief:
-        runlog.start()
+        runlog.start(start)
     evals = eval_images(cfg, open_source(cfg.data.source).split(cfg.data.eval_images)[1]) \
         if chief else []
     shard = ray.train.get_dataset_shard("train")
@@ -357,7 +415,37 @@ def worker_loop(config: dict) -> None:
             ray.train.report(metrics)  # every rank reports: report is a barrier
 
     fit(trainer, stream, cfg, runlog, evals, on_checkpoint, is_chief=chief,
-        until=config.get("until"), ckpt_dir=local_dir / "checkpoints" if local_dir else None)
+        until=config.get("until"), ckpt_dir=local_dir / "checkpoints" if local_dir else None,
+        world=world)
+
+
+def restore_from_ray(trainer, restored) -> int:
+    """Restore a (re)started worker from the checkpoint Ray hands it or, where that one is
+    damaged, from the newest valid one Ray kept beside it in the run's storage (local, NFS
+    or s3://, through the checkpoint's own filesystem). Every rank lists the same folder and
+    so picks the same checkpoint. A damaged one is skipped with a warning, never deleted:
+    Ray's own bookkeeping still names it."""
+    import pyarrow.fs as pafs
+    import ray.train
+
+    from . import checkpoint
+
+    fs, path = restored.filesystem, restored.path.rstrip("/")
+    parent = path.rsplit("/", 1)[0]
+    siblings = sorted((i.path for i in fs.get_file_info(pafs.FileSelector(parent))
+                       if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")
+                       and i.path.rstrip("/") != path), reverse=True)
+    skipped = []
+    for cand in [restored, *(ray.train.Checkpoint(p, filesystem=fs) for p in siblings)]:
+        with cand.as_directory() as d:
+            why = checkpoint.damage(d)
+            if why is None:
+                if skipped:
+                    log.warning("%s; resuming from %s", "; ".join(skipped), Path(cand.path).name)
+                return checkpoint.restore(trainer, d)
+        skipped.append(f"{Path(cand.path).name} is damaged: {why}")
+    raise checkpoint.CheckpointError(f"no valid checkpoint among those Ray kept in {parent}: "
+                                     + "; ".join(skipped))
 
 
 def check_cpu_budget(cfg: Config) -> None:
@@ -476,10 +564,19 @@ def _latest_str(folder: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m distgan.train ...` is `distgan train ...`."""
-    from .cli import main as cli_main
+    """`python -m distgan.train ...`: the same arguments as `distgan train ...`."""
+    p = argparse.ArgumentParser(prog="python -m distgan.train", allow_abbrev=False,
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help=f"also show TensorFlow's, absl's and Ray's own log lines (or {console.ENV}=1)")
+    add_train_args(p)
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    console.setup(args.verbose)
+    # Run from the module imported by its name, not from `__main__`: Ray pickles the worker
+    # loop by reference to it.
+    from distgan import train as module
 
-    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+    return console.run(lambda: module.run_from_args(args), tensorflow=True)
 
 
 if __name__ == "__main__":

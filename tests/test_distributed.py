@@ -75,3 +75,19 @@ def test_a_killed_worker_is_restored_from_its_checkpoint(ray_cluster, tmp_path):
     total = 2 + 2 + 40
     assert out["step"] == total and _steps(run)[-1] == total
     assert killed_at < total
+
+
+def test_a_damaged_ray_checkpoint_is_skipped_on_restore(ray_cluster, tmp_path):
+    run = tmp_path / "run"
+    cfg = _cfg(tmp_path, "train.checkpoint_every=2", "train.eval_every=2", "train.keep_checkpoints=3")
+    train_ray(cfg, until=6)
+    stored = sorted((run / "ray" / cfg.run.name).glob("checkpoint_*"))
+    assert len(stored) >= 2
+    newest = max(stored, key=lambda p: json.loads((p / "state.json").read_text())["step"])
+    assert json.loads((newest / "state.json").read_text())["step"] == 6
+    weights = newest / "generator.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:5000])  # cut short, as a full disk leaves it
+    summary = train_ray(cfg, resume=True)
+    assert summary["step"] == 8
+    rows = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows == sorted(set(rows)) and rows[-1] == 8

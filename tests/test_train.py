@@ -29,15 +29,24 @@ def test_smoke_run_writes_a_complete_run_folder(tmp_path):
     r = _train("--set", f"run.dir={run}")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "held-out PSNR" in r.stdout
-    assert (run / "config.yaml").exists() and list((run / "tb").iterdir())
+    assert (run / "config.yaml").exists() and list((run / "tb" / "from-00000000").iterdir())
     assert (run / "samples" / "latest.png").exists()
-    ckpt = sorted((run / "checkpoints").iterdir())[-1]
+    ckpt = sorted((run / "checkpoints").glob("ckpt-*"))[-1]
     assert {p.name for p in ckpt.iterdir()} == {
-        "generator.weights.h5", "discriminator.weights.h5", "optimizers.npz", "state.json",
-        "config.yaml"}
-    assert json.loads((ckpt / "state.json").read_text())["step"] == 8
+        "generator.weights.h5", "generator_ema.weights.h5", "discriminator.weights.h5",
+        "optimizers.npz", "state.json", "config.yaml"}
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["step"] == 8 and state["cpu_s"] > 0
+    assert set(state["files"]) == {p.name for p in ckpt.iterdir()} - {"state.json"}
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["step"] == 8 and {"psnr", "ssim", "test_mse", "g_loss", "d_loss"} <= set(rows[-1])
+    assert rows[-1]["step"] == 8 and {"psnr", "ssim", "test_mse", "g_loss", "d_loss", "samples",
+                                      "cpu_s", "lr_g"} <= set(rows[-1])
+    assert rows[-1]["samples"] == 8 * 8 and rows[0]["cpu_s"] < rows[-1]["cpu_s"]
+    # every held-out image under each of data.eval_noise, and the mean of both
+    assert {"psnr gaussian:25:unclipped", "psnr mix:gaussian:15+s&p:0.02"} <= set(rows[-1])
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best["psnr"] == max(r["psnr"] for r in rows)
+    assert (run / "checkpoints" / best["name"]).is_dir()
 
 
 @pytest.mark.slow
@@ -50,7 +59,7 @@ def test_resume_is_exact(tmp_path):
     assert state["step"] == 3 and state["reason"] == "until"
     r = _train(*common, "--set", f"run.dir={b}", "--resume")
     assert r.returncode == 0, r.stderr[-2000:]
-    for m in ("generator", "discriminator"):
+    for m in ("generator", "generator_ema", "discriminator"):
         wa = _weights(a / "checkpoints" / "ckpt-00000006" / f"{m}.weights.h5")
         wb = _weights(b / "checkpoints" / "ckpt-00000006" / f"{m}.weights.h5")
         assert len(wa) == len(wb) > 0
@@ -72,7 +81,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "loss became" in r.stderr and "last good checkpoint" in r.stderr
     steps = sorted(json.loads((p / "state.json").read_text())["step"]
-                   for p in (run / "checkpoints").iterdir())
+                   for p in (run / "checkpoints").glob("ckpt-*"))
     assert steps and max(steps) == 4
 
 
@@ -103,3 +112,111 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     reasons = [json.loads((c / "state.json").read_text())["reason"]
                for c in (run / "checkpoints").glob("ckpt-*")]
     assert "interrupted" in reasons
+
+
+# ------------------------------------------------------------------ damaged checkpoints
+
+
+def _rows(run):
+    return [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _first_attempt(tmp_path, until=6):
+    """A smoke run stopped at `until`, evaluated and checkpointed every 2 steps."""
+    run = tmp_path / "r"
+    cfg = _smoke_cfg(run)
+    from distgan.train import train_local
+
+    train_local(cfg, until=until)
+    return run, cfg
+
+
+def _smoke_cfg(run, *sets):
+    from distgan.config import load_config
+
+    return load_config(ROOT / "configs" / "smoke.yaml",
+                       [f"run.dir={run}", "train.eval_every=2", "train.checkpoint_every=2",
+                        "train.keep_checkpoints=3", *sets])
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    else:  # flip one byte in the middle: same size, different content
+        i = len(data) // 2
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
+
+
+@pytest.mark.parametrize("name", ["generator.weights.h5", "generator_ema.weights.h5",
+                                  "discriminator.weights.h5", "optimizers.npz", "config.yaml",
+                                  "state.json"])
+@pytest.mark.parametrize("how", ["truncate", "corrupt"])
+def test_resume_skips_a_damaged_checkpoint(tmp_path, caplog, name, how):
+    from distgan.train import train_local
+
+    run, cfg = _first_attempt(tmp_path)
+    newest = run / "checkpoints" / "ckpt-00000006"
+    _damage(newest / name, how)
+    with caplog.at_level("WARNING", logger="distgan"):
+        summary = train_local(cfg, resume=True)
+    assert summary["step"] == 8
+    warned = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("ckpt-00000006 is damaged:")
+    assert "resuming from ckpt-00000004" in warned[0]
+    if name != "state.json":
+        assert name in warned[0]
+    # set aside, never deleted, and not counted by the rotation
+    assert (run / "checkpoints" / "damaged" / "ckpt-00000006").is_dir()
+    assert (run / "checkpoints" / "ckpt-00000008").is_dir()
+    steps = _rows(run)
+    assert steps == sorted(set(steps)) and steps[-1] == 8
+
+
+def test_metric_log_keeps_one_row_per_step_after_a_kill(tmp_path):
+    from distgan.train import train_local
+
+    run, cfg = _first_attempt(tmp_path)
+    # a kill at step 6, before its checkpoint was written: the log already has row 6
+    import shutil
+
+    shutil.rmtree(run / "checkpoints" / "ckpt-00000006")
+    assert _rows(run) == [2, 4, 6]
+    train_local(cfg, resume=True)
+    assert _rows(run) == [2, 4, 6, 8]
+    dropped = [json.loads(x)["step"] for x in (run / "metrics.dropped.jsonl").read_text().splitlines()]
+    assert dropped == [6]
+    # TensorBoard: one folder per attempt, so no curve doubles back
+    assert sorted(p.name for p in (run / "tb").iterdir()) == ["from-00000000", "from-00000004"]
+
+
+def test_no_valid_checkpoint_left_is_one_clear_error(tmp_path):
+    run, _ = _first_attempt(tmp_path, until=2)
+    _damage(run / "checkpoints" / "ckpt-00000002" / "generator.weights.h5", "truncate")
+    r = _train("--set", f"run.dir={run}", "--resume")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "ckpt-00000002 is damaged: generator.weights.h5 is truncated" in r.stderr
+    assert "no valid checkpoint left" in r.stderr
+
+
+def test_a_checkpoint_of_another_model_names_the_differing_keys(tmp_path):
+    from distgan import checkpoint
+    from distgan.train import build_trainer
+
+    run, _ = _first_attempt(tmp_path, until=2)
+    other = build_trainer(_smoke_cfg(run, "model.gen_filters=[8, 8]", "model.blocks=1"))
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.restore(other, run / "checkpoints" / "ckpt-00000002")
+    msg = str(e.value)
+    assert "from another model config" in msg and "model.gen_filters" in msg and "model.blocks" in msg
+    assert "model.stem" not in msg
+
+
+def test_export_and_denoise_use_the_newest_valid_checkpoint(tmp_path):
+    run, _ = _first_attempt(tmp_path)
+    _damage(run / "checkpoints" / "ckpt-00000006" / "generator_ema.weights.h5", "corrupt")
+    r = run_cli("export", str(run), "-o", str(tmp_path / "g.keras"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ckpt-00000006 is damaged" in r.stderr and "using ckpt-00000004" in r.stderr
+    r = run_cli("export", str(tmp_path / "nowhere"), "-o", str(tmp_path / "h.keras"))
+    assert r.returncode == 2 and "no such" in r.stderr and "Traceback" not in r.stderr
