@@ -12,6 +12,8 @@ import sys
 import zlib
 from pathlib import Path
 
+from . import console
+from .config import add_config_args
 from .errors import UserError
 
 
@@ -213,7 +215,7 @@ def _denoise_on_ray(args, pairs: list[tuple[Path, Path]]) -> list[dict]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .baselines import BASELINES
     from .denoise import check_ensemble
-    from .metrics import NOISE_GRID, distgan_method, markdown_table, run_eval
+    from .evaluation import NOISE_GRID, distgan_method, markdown_table, run_eval
     from .noise import parse_spec
 
     texts = NOISE_GRID if args.noise.strip() == "all" else [t for t in args.noise.split(",") if t]
@@ -227,8 +229,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ensembles = list(dict.fromkeys(ensembles or [1]))
     for n in ensembles:
         check_ensemble(n)
+    levels = [x.strip() for x in args.noise_level.split(",") if x.strip()]
+    if not levels or set(levels) - {"true", "auto"}:
+        raise UserError(f"--noise-level: true, auto or true,auto; got {args.noise_level!r}")
     baselines = [b for b in args.baselines.split(",") if b]
-    methods = [distgan_method(n) for n in ensembles] + baselines
+    methods = [distgan_method(n, level == "auto") for level in levels for n in ensembles] + baselines
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise UserError(f"--baselines: unknown {unknown}; choose from {', '.join(BASELINES)}")
@@ -239,7 +244,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = run_eval(files, specs, methods, args.model, args.seed, jobs=args.jobs)
     report["settings"] = {"data": args.data, "images": len(files), "seed": args.seed,
                           "model": args.model or "shipped", "jobs": args.jobs,
-                          "ensembles": ensembles}
+                          "ensembles": ensembles, "noise_level": levels}
     table = markdown_table(report)
     print(table)
     out = Path(args.out)
@@ -263,28 +268,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train.run_from_args(args)
 
 
-def add_config_args(p: argparse.ArgumentParser, help_text: str = "YAML config (configs/*.yaml)") -> None:
-    p.add_argument("--config", "-c", default=None, help=help_text)
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value; repeatable (e.g. --set train.steps=100)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(
-        prog="distgan",
+        prog="distgan", allow_abbrev=False,
         description="Train a denoising GAN on Ray, and denoise photos of any size.",
     )
     parser.add_argument("--version", action="version", version=f"distgan {__version__}")
+    verbose_help = f"also show TensorFlow's, absl's and Ray's own log lines (or set {console.ENV}=1)"
+    parser.add_argument("--verbose", "-v", action="store_true", help=verbose_help)
+    # The same flag after the command; SUPPRESS so an absent one keeps the value above.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                        help=verbose_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("noise", help="write noisy copies of images (+ JSON with spec and params)")
+    p = sub.add_parser("noise", parents=[common], allow_abbrev=False, help="write noisy copies of images (+ JSON with spec and params)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     p.add_argument("--noise", required=True, metavar="SPEC", help="e.g. gaussian:25, random")
@@ -292,15 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.set_defaults(func=cmd_noise)
 
-    p = sub.add_parser("data", help="inspect the training data pipeline")
+    p = sub.add_parser("data", parents=[common], allow_abbrev=False, help="inspect the training data pipeline")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    q = dsub.add_parser("preview", help="grid of clean/noisy chunk pairs + throughput JSON")
+    q = dsub.add_parser("preview", parents=[common], allow_abbrev=False, help="grid of clean/noisy chunk pairs + throughput JSON")
     add_config_args(q)
     q.add_argument("-o", "--output", required=True, metavar="GRID.png")
     q.add_argument("--batches", type=int, default=4, metavar="N")
     q.set_defaults(func=cmd_data_preview)
 
-    p = sub.add_parser("denoise", help="denoise photos of any size")
+    p = sub.add_parser("denoise", parents=[common], allow_abbrev=False, help="denoise photos of any size")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output folder (or file, for one input)")
@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-actors", type=int, default=2, metavar="N")
     p.set_defaults(func=cmd_denoise)
 
-    p = sub.add_parser("eval", help="PSNR/SSIM of distgan against classical denoisers")
+    p = sub.add_parser("eval", parents=[common], allow_abbrev=False, help="PSNR/SSIM of distgan against classical denoisers")
     p.add_argument("--data", required=True, help="folder of clean images (e.g. Kodak24)")
     p.add_argument("--noise", required=True, metavar="SPEC[,SPEC...]|all")
     p.add_argument("--model", default=None, help="default: the shipped model")
@@ -335,10 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score distgan with these self-ensembles (1, 2, 4, 8), e.g. 1,8")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="score images in N processes of one thread each (same scores)")
+    p.add_argument("--noise-level", default="true", metavar="true|auto|true,auto",
+                   help="tell distgan the true noise parameters (as BM3D gets the true sigma), "
+                        "or let it estimate sigma itself ('distgan auto' rows), or both")
     p.add_argument("--out", required=True, metavar="REPORT.json")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", help="export a checkpoint's generator (.keras or SavedModel)")
+    p = sub.add_parser("export", parents=[common], allow_abbrev=False, help="export a checkpoint's generator (.keras or SavedModel)")
     p.add_argument("checkpoint", help="run folder, checkpoint folder or .keras file")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--format", choices=("keras", "savedmodel"), default="keras")
@@ -346,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average the weights of the last K checkpoints up to this one")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("train", help="train the GAN (Ray Train, or --local)")
+    p = sub.add_parser("train", parents=[common], allow_abbrev=False, help="train the GAN (Ray Train, or --local)")
     from .train import add_train_args
 
     add_train_args(p)
@@ -354,54 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def quiet_tensorflow() -> None:
-    """Import TensorFlow without its C++ start-up chatter (absl's pre-init lines about
-    CUDA probes and oneDNN, which no environment variable filters), so that a command's
-    stderr carries only what distgan says. DISTGAN_TF_LOGS=1 shows everything."""
-    import os
-    import tempfile
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ.get("DISTGAN_TF_LOGS") == "1" or "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_logical_devices()  # device probing logs happen here
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 TF_COMMANDS = ("train", "denoise", "export", "eval")
 
 
 def main(argv: list[str] | None = None) -> int:
-    import logging
-
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("distgan").setLevel(logging.INFO)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.command in TF_COMMANDS:
-            quiet_tensorflow()
-        return int(args.func(args) or 0)
-    except UserError as e:
-        print(f"distgan: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("distgan: interrupted", file=sys.stderr)
-        return 130
+    args = build_parser().parse_args(argv)
+    console.setup(args.verbose)
+    return console.run(lambda: args.func(args), tensorflow=args.command in TF_COMMANDS)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,11 @@ def connect(num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
-    common = {"logging_level": logging.WARNING, "configure_logging": True,
-              "log_to_driver": True}
+    from .console import is_verbose
+
+    # Ray's start-up lines (the banner, the token-auth notice) only in verbose mode.
+    common = {"logging_level": logging.INFO if is_verbose() else logging.ERROR,
+              "configure_logging": True, "log_to_driver": True}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **common)
     else:
