@@ -20,7 +20,8 @@ from _common import corpus, emit
 
 from distgan.denoise import denoise_array, load_denoiser
 from distgan.imagefile import list_images, read_image
-from distgan.metrics import eval_noisy, psnr
+from distgan.evaluation import eval_noisy
+from distgan.metrics import psnr
 
 
 def main() -> None:

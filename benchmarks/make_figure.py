@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw
 
 from distgan.denoise import denoise_array, load_denoiser
 from distgan.imagefile import read_image
-from distgan.metrics import eval_noisy, psnr
+from distgan.evaluation import eval_noisy
+from distgan.metrics import psnr
 from distgan.noise import parse_spec
 
 

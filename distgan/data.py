@@ -376,19 +376,34 @@ class EvalImage:
     spec: str
 
 
-def eval_noise(img: np.ndarray, cfg: Config, index: int):
-    """The fixed noise of held-out image `index`: one random spec, seeded by the run's seed
-    and the index, so every evaluation of a run sees the same noisy images."""
-    rng = np.random.default_rng([cfg.run.seed, index, 0xE7A1])
-    spec = sample_spec(cfg.noise, rng)
+def eval_noise(img: np.ndarray, cfg: Config, index: int, spec_text: str):
+    """Held-out image `index` under one of `data.eval_noise`, seeded by the run's seed, the
+    index and the spec, so every evaluation of a run sees the same noisy images."""
+    spec = eval_spec(spec_text)
+    rng = np.random.default_rng([cfg.run.seed, index, zlib.crc32(str(spec).encode()), 0xE7A1])
     noisy, params = add_noise(img, spec, rng)
     return noisy, params, spec
 
 
+def eval_spec(text: str):
+    """A spec of `data.eval_noise`, with an error that names the key."""
+    from .noise import NoiseSpecError, parse_spec
+
+    try:
+        spec = parse_spec(text)
+    except NoiseSpecError as e:
+        raise UserError(f"data.eval_noise: {e}") from None
+    if spec.is_random:
+        raise UserError(f"data.eval_noise: {text!r} is random; evaluation needs fixed specs")
+    return spec
+
+
 def eval_images(cfg: Config, source: Source) -> list[EvalImage]:
-    """Held-out whole images with fixed, seeded noise (one random spec per image)."""
+    """Held-out whole images, each under every spec of `data.eval_noise`."""
     from skimage.transform import resize
 
+    for text in cfg.data.eval_noise:
+        eval_spec(text)
     out = []
     for i in range(len(source)):
         try:
@@ -402,9 +417,10 @@ def eval_images(cfg: Config, source: Source) -> list[EvalImage]:
             s = edge / max(h, w)
             img = resize(img, (max(1, round(h * s)), max(1, round(w * s))), anti_aliasing=True)
             img = img.astype(np.float32)
-        noisy, params, spec = eval_noise(img, cfg, i)
         name = Path(source.paths[i]).name if source.paths else f"{source.name}[{i}]"
-        out.append(EvalImage(name, img, noisy, params, str(spec)))
+        for text in cfg.data.eval_noise:
+            noisy, params, spec = eval_noise(img, cfg, i, text)
+            out.append(EvalImage(name, img, noisy, params, str(spec)))
     return out
 
 
@@ -617,7 +633,8 @@ def tf_batches(ds_or_iter, batch_size: int, shuffle_buffer: int, seed: int | Non
 
 def eval_chunk_batch(batch: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarray]:
     """The paper's test mode: every sequential chunk of each image, in order, with the layout
-    that `tiling.join` needs, and the image's fixed noise (seeded by image index)."""
+    that `tiling.join` needs, and the image's fixed noise (the first of `data.eval_noise`,
+    seeded as in `eval_images`)."""
     from .tiling import split
 
     d = cfg.data
@@ -629,7 +646,7 @@ def eval_chunk_batch(batch: dict[str, np.ndarray], cfg: Config) -> dict[str, np.
         except ImageReadError as e:
             log.warning("skipping eval image %s", e)
             continue
-        noisy, params, _ = eval_noise(img, cfg, int(idx))
+        noisy, params, _ = eval_noise(img, cfg, int(idx), d.eval_noise[0])
         clean_t, layout = split(img, d.chunk)
         noisy_t, _ = split(noisy, d.chunk)
         n = layout.n_tiles

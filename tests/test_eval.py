@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from distgan.config import load_config
+from distgan.evaluation import eval_noisy, markdown_table
 from distgan.imagefile import read_image
-from distgan.metrics import eval_noisy, markdown_table
 from distgan.noise import parse_spec
 
 from .conftest import ROOT, run_cli
@@ -110,3 +110,25 @@ def test_self_ensembles_are_rows_of_their_own(setup, tmp_path):
                   "--ensemble", "1,3", "--out", str(tmp_path / "x.json"))
     assert bad.returncode != 0 and "ensemble must be one of 1, 2, 4, 8" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_noise_level_auto_rows_use_the_estimated_sigma(setup, tmp_path):
+    from distgan.models import build_generator
+
+    cfg = load_config(ROOT / "configs" / "smoke.yaml")
+    g = build_generator(cfg.model, cfg.data.chunk)
+    rng = np.random.default_rng(1)
+    g.set_weights([rng.normal(0, 0.05, w.shape).astype(np.float32) for w in g.get_weights()])
+    g.save(tmp_path / "random.keras")  # a model whose output depends on the noise level it is told
+    out = tmp_path / "auto.json"
+    r = run_cli("eval", "--data", str(setup / "imgs"), "--noise", "gaussian:25:unclipped",
+                "--model", str(tmp_path / "random.keras"), "--baselines", "noisy",
+                "--noise-level", "true,auto", "--ensemble", "1,2", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(out.read_text())
+    psnr = {x["method"]: x["psnr"] for x in rep["results"]}
+    assert list(psnr) == ["distgan", "distgan x2", "distgan auto", "distgan x2 auto", "noisy"]
+    assert psnr["distgan"] != psnr["distgan auto"]
+    bad = run_cli("eval", "--data", str(setup / "imgs"), "--noise", "gaussian:25",
+                  "--noise-level", "guess", "--out", str(tmp_path / "x.json"))
+    assert bad.returncode == 2 and "--noise-level" in bad.stderr and "Traceback" not in bad.stderr
