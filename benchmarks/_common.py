@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SUN80 = ROOT.parent / "shared" / "datasets" / "sun80"
-KODAK = ROOT.parent / "shared" / "datasets" / "kodak24"
+# ../shared/datasets beside the checkout, or where DISTGAN_DATASETS points.
+DATASETS = Path(os.environ.get("DISTGAN_DATASETS", ROOT.parent / "shared" / "datasets"))
+SUN80 = DATASETS / "sun80"
+KODAK = DATASETS / "kodak24"
 
 
 def emit(**row) -> None:

@@ -1,6 +1,7 @@
 """Training throughput, one run: samples/s of the G-only (pretraining) step and of the full
 GAN step, XLA off and on, for the default model and the paper's model, each with the
-fraction of the step spent waiting for data (in-process batches, as --local trains).
+fraction of the step spent waiting for data (in-process batches, as --local trains); and
+the default model's G step in mixed bfloat16 against float32 (`train.precision`).
 Medians over the timed steps. `--quick` for a short run.
 """
 
@@ -16,9 +17,10 @@ from distgan.data import LocalBatches, open_source
 from distgan.train import build_trainer
 
 
-def measure(cfg_name: str, phase: str, xla: bool, steps: int) -> dict:
+def measure(cfg_name: str, phase: str, xla: bool, steps: int, precision: str = "float32") -> dict:
     cfg = load_config(ROOT / "configs" / f"{cfg_name}.yaml",
-                      [f"train.xla={str(xla).lower()}", "data.source=samples"])
+                      [f"train.xla={str(xla).lower()}", "data.source=samples",
+                       f"train.precision={precision}"])
     if quick():
         cfg = cfg.replace(data={"batch_size": 8})
     trainer = build_trainer(cfg)
@@ -34,7 +36,7 @@ def measure(cfg_name: str, phase: str, xla: bool, steps: int) -> dict:
             wait_t.append(t1 - t0)
             step_t.append(t2 - t0)
     med = statistics.median(step_t)
-    return {"bench": "train", "model": cfg_name, "phase": phase, "xla": xla,
+    return {"bench": "train", "model": cfg_name, "phase": phase, "xla": xla, "precision": precision,
             "batch": cfg.data.batch_size, "chunk": cfg.data.chunk,
             "samples_per_s": round(cfg.data.batch_size / med, 1),
             "step_s_median": round(med, 4),
@@ -55,6 +57,11 @@ def main() -> None:
                        for x in (False, True))
             emit(bench="train", model=model, phase=phase, xla_speedup=round(
                 on["samples_per_s"] / off["samples_per_s"], 2))
+    fp32 = next(r for r in rows if (r["model"], r["phase"], r["xla"]) == ("default", "pretrain_g", False))
+    bf16 = measure("default", "pretrain_g", False, steps, "bfloat16")
+    emit(**bf16)
+    emit(bench="train", model="default", phase="pretrain_g", bfloat16_speedup=round(
+        bf16["samples_per_s"] / fp32["samples_per_s"], 3))
 
 
 if __name__ == "__main__":
