@@ -175,16 +175,18 @@ def kodak_scores(model: Path) -> dict:
     return out
 
 
-def plot(out: Path, names: list[str], target: Path) -> None:
-    """Held-out PSNR against samples seen and against CPU-minutes, one line per candidate."""
+def plot(out: Path, names: list[str], target: Path, extra: dict[str, Path] | None = None) -> None:
+    """Held-out PSNR against samples seen and against CPU-minutes, one line per candidate,
+    and one per `extra` run folder (a longer run of the same held-out set, for instance)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for name in names:
-        path = out / name.replace(":", "-") / "metrics.jsonl"
+    runs = {n: out / n.replace(":", "-") for n in names} | (extra or {})
+    for name, folder in runs.items():
+        path = folder / "metrics.jsonl"
         if not path.exists():
             continue
         rows = [json.loads(x) for x in path.read_text().splitlines()]
@@ -195,10 +197,14 @@ def plot(out: Path, names: list[str], target: Path) -> None:
     axes[0].set_xlabel("training samples seen (thousands of 64 px chunks)")
     axes[1].set_xlabel("training CPU-minutes (this machine: 2 cores)")
     axes[0].set_ylabel("held-out sun80 PSNR (dB)")
+    from matplotlib.ticker import FuncFormatter
+
     for ax in axes:
         ax.axhline(noisy, color="grey", lw=0.8, ls=":")
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, which="both")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
     axes[1].legend(loc="lower right")
     fig.suptitle("Held-out PSNR (gaussian sigma 25 and a gaussian + s&p mix); dotted: the noisy input")
     fig.tight_layout()
@@ -213,6 +219,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs" / "budget"))
     ap.add_argument("--plot", default=str(ROOT / "docs" / "learning-curves.png"))
     ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--extra", action="append", default=[], metavar="LABEL=RUN_DIR",
+                    help="also draw this run's curve (same held-out set), e.g. a longer run")
     ap.add_argument("--reuse", action="store_true",
                     help="keep a candidate whose run folder holds a result for this budget")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # a child process: train one candidate
@@ -248,7 +256,7 @@ def main() -> None:
         win = max(rows, key=lambda r: r["heldout_psnr"])
         emit(bench="budget", winner=win["candidate"], heldout_psnr=win["heldout_psnr"],
              gap_db={r["candidate"]: round(r["heldout_psnr"] - win["heldout_psnr"], 3) for r in rows})
-    plot(out, names, Path(args.plot))
+    plot(out, names, Path(args.plot), dict((e.split("=", 1)[0], Path(e.split("=", 1)[1])) for e in args.extra))
 
 
 if __name__ == "__main__":
