@@ -390,7 +390,8 @@ def denoise_array(
     def run(tiles: np.ndarray) -> np.ndarray:
         x = tiles.astype(np.float32) / scale
         # The unet's output is unclipped (so training sees every error); pixels are not.
-        return np.clip(blend(x, model(x), strength), 0.0, 1.0) * scale
+        # The blend mixes the input with the denoised image as it would be saved.
+        return blend(x, np.clip(model(x), 0.0, 1.0), strength) * scale
 
     if tile is None and overlap is None and den.fits_whole(image.shape):
         return apply_whole(run, image)

@@ -247,7 +247,9 @@ def test_eval_images_are_fixed_and_resized():
     cfg = _cfg("data.eval_max_edge=100")
     _, ev = open_source("samples").split(2)
     a, b = eval_images(cfg, ev), eval_images(cfg, ev)
-    assert len(a) == 2 and max(a[0].clean.shape[:2]) == 100
+    assert len({e.name for e in a}) == 2 and max(a[0].clean.shape[:2]) == 100
+    assert [e.spec for e in a[:2]] == list(cfg.data.eval_noise)  # each image under every spec
+    assert len(a) == 2 * len(cfg.data.eval_noise)
     assert np.array_equal(a[1].noisy, b[1].noisy) and a[1].spec == b[1].spec
 
 

@@ -145,7 +145,9 @@ def test_ffdnet_config_builds_ffdnets_body():
     assert sorted(c.filters for c in convs) == [12] + [64] * 7  # 12 = 3 colours x 2 x 2, shuffled back
     head = next(c for c in convs if c.name == "head")
     assert head.input.shape[-1] == 12 + N_PARAMS  # the unshuffled image and the noise maps
-    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in g._flatten_layers())
+    # FFDNet's body: BatchNorm after each of the 6 middle convolutions, none on head or tail
+    bns = [layer for layer in g._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) == 6 and not any(b.name.startswith(("head", "tail")) for b in bns)
 
 
 def test_norm_batch_puts_batchnorm_in_the_blocks():
