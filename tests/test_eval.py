@@ -38,13 +38,19 @@ def _eval(setup, out, *extra):
     return r, json.loads(out.read_text())
 
 
-def test_table_json_and_determinism(setup, tmp_path):
-    r, a = _eval(setup, tmp_path / "a.json", "--seed", "3")
+@pytest.fixture(scope="module")
+def seed3(setup):
+    """One eval run at seed 3, shared by the tests that read it."""
+    return _eval(setup, setup / "a.json", "--seed", "3")
+
+
+def test_table_json_and_determinism(setup, seed3, tmp_path):
+    r, a = seed3
     lines = r.stdout.strip().splitlines()
     assert lines[0] == "| method | gaussian:25:unclipped | mix:gaussian:15+s&p:0.02 | s/MP |"
     assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["distgan", "noisy", "nlm", "tv",
                                                               "wavelet"]
-    assert (tmp_path / "a.md").read_text().strip() == r.stdout.strip()
+    assert (setup / "a.md").read_text().strip() == r.stdout.strip()
     assert {tuple(sorted(x)) for x in a["results"]} == {
         ("method", "noise", "psnr", "s_per_mp", "ssim")}
     assert len(a["images"]) == 2 * 2 * 5
@@ -55,8 +61,8 @@ def test_table_json_and_determinism(setup, tmp_path):
     assert key(a) != key(c)
 
 
-def test_jobs_give_the_same_scores_in_the_same_order(setup, tmp_path):
-    _, one = _eval(setup, tmp_path / "one.json", "--seed", "3")
+def test_jobs_give_the_same_scores_in_the_same_order(setup, seed3, tmp_path):
+    _, one = seed3
     _, two = _eval(setup, tmp_path / "two.json", "--seed", "3", "--jobs", "2")
     strip = lambda rows: [{k: v for k, v in r.items() if k != "s_per_mp"} for r in rows]  # noqa: E731
     assert strip(one["images"]) == strip(two["images"]) and len(one["images"]) == 20
@@ -64,8 +70,8 @@ def test_jobs_give_the_same_scores_in_the_same_order(setup, tmp_path):
     assert two["settings"]["jobs"] == 2
 
 
-def test_psnr_of_known_cases(setup, tmp_path):
-    _, rep = _eval(setup, tmp_path / "r.json", "--seed", "3")
+def test_psnr_of_known_cases(setup, seed3):
+    _, rep = seed3
     res = {(x["method"], x["noise"]): x for x in rep["images"] if x["image"] == "0.png"}
     clean, _ = read_image(setup / "imgs" / "0.png")
     spec = parse_spec("gaussian:25:unclipped")

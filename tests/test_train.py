@@ -66,6 +66,25 @@ def test_resume_is_exact(tmp_path):
         assert all(np.allclose(x, y, rtol=1e-6, atol=1e-7) for x, y in zip(wa, wb))
 
 
+def test_training_output_is_quiet_unless_verbose(tmp_path):
+    import os
+    import re
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "DISTGAN_VERBOSE")}
+    tf_line = re.compile(r"^([IWEF]\d{4} \d\d:\d\d|WARNING: All log messages before absl)|oneDNN|cuda")
+    cmd = [sys.executable, "-m", "distgan.train", *SMOKE, "--set", "train.pretrain_g_steps=1",
+           "--set", "train.steps=1"]
+    quiet = subprocess.run([*cmd, "--set", f"run.dir={tmp_path / 'q'}"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    noise = [ln for ln in (quiet.stdout + quiet.stderr).splitlines() if tf_line.search(ln)]
+    assert not noise, noise
+    assert "held-out PSNR" in quiet.stdout
+    loud = subprocess.run([*cmd, "--set", f"run.dir={tmp_path / 'v'}", "--verbose"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert loud.returncode == 0 and any(tf_line.search(ln) for ln in loud.stderr.splitlines())
+
+
 def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
     run = tmp_path / "r"
     assert _train("--set", f"run.dir={run}", "--until", "1").returncode == 0
@@ -121,14 +140,35 @@ def _rows(run):
     return [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def _first_attempt(tmp_path, until=6):
-    """A smoke run stopped at `until`, evaluated and checkpointed every 2 steps."""
-    run = tmp_path / "r"
-    cfg = _smoke_cfg(run)
+@pytest.fixture(scope="module")
+def _attempts(tmp_path_factory):
+    """Smoke runs stopped at a step, trained once per module and copied by each test."""
     from distgan.train import train_local
 
-    train_local(cfg, until=until)
-    return run, cfg
+    done: dict[int, object] = {}
+
+    def get(until):
+        if until not in done:
+            run = tmp_path_factory.mktemp(f"until{until}") / "r"
+            train_local(_smoke_cfg(run), until=until)
+            done[until] = run
+        return done[until]
+
+    return get
+
+
+@pytest.fixture
+def first_attempt(_attempts, tmp_path):
+    """`first_attempt(until)`: a fresh copy of a smoke run stopped at `until`, evaluated and
+    checkpointed every 2 steps, with the config that continues it in its new folder."""
+    import shutil
+
+    def make(until=6):
+        run = tmp_path / "r"
+        shutil.copytree(_attempts(until), run)
+        return run, _smoke_cfg(run)
+
+    return make
 
 
 def _smoke_cfg(run, *sets):
@@ -152,10 +192,10 @@ def _damage(path, how):
                                   "discriminator.weights.h5", "optimizers.npz", "config.yaml",
                                   "state.json"])
 @pytest.mark.parametrize("how", ["truncate", "corrupt"])
-def test_resume_skips_a_damaged_checkpoint(tmp_path, caplog, name, how):
+def test_resume_skips_a_damaged_checkpoint(first_attempt, caplog, name, how):
     from distgan.train import train_local
 
-    run, cfg = _first_attempt(tmp_path)
+    run, cfg = first_attempt()
     newest = run / "checkpoints" / "ckpt-00000006"
     _damage(newest / name, how)
     with caplog.at_level("WARNING", logger="distgan"):
@@ -173,10 +213,10 @@ def test_resume_skips_a_damaged_checkpoint(tmp_path, caplog, name, how):
     assert steps == sorted(set(steps)) and steps[-1] == 8
 
 
-def test_metric_log_keeps_one_row_per_step_after_a_kill(tmp_path):
+def test_metric_log_keeps_one_row_per_step_after_a_kill(first_attempt):
     from distgan.train import train_local
 
-    run, cfg = _first_attempt(tmp_path)
+    run, cfg = first_attempt()
     # a kill at step 6, before its checkpoint was written: the log already has row 6
     import shutil
 
@@ -190,8 +230,8 @@ def test_metric_log_keeps_one_row_per_step_after_a_kill(tmp_path):
     assert sorted(p.name for p in (run / "tb").iterdir()) == ["from-00000000", "from-00000004"]
 
 
-def test_no_valid_checkpoint_left_is_one_clear_error(tmp_path):
-    run, _ = _first_attempt(tmp_path, until=2)
+def test_no_valid_checkpoint_left_is_one_clear_error(first_attempt):
+    run, _ = first_attempt(until=2)
     _damage(run / "checkpoints" / "ckpt-00000002" / "generator.weights.h5", "truncate")
     r = _train("--set", f"run.dir={run}", "--resume")
     assert r.returncode == 2 and "Traceback" not in r.stderr
@@ -199,11 +239,11 @@ def test_no_valid_checkpoint_left_is_one_clear_error(tmp_path):
     assert "no valid checkpoint left" in r.stderr
 
 
-def test_a_checkpoint_of_another_model_names_the_differing_keys(tmp_path):
+def test_a_checkpoint_of_another_model_names_the_differing_keys(first_attempt):
     from distgan import checkpoint
     from distgan.train import build_trainer
 
-    run, _ = _first_attempt(tmp_path, until=2)
+    run, _ = first_attempt(until=2)
     other = build_trainer(_smoke_cfg(run, "model.gen_filters=[8, 8]", "model.blocks=1"))
     with pytest.raises(checkpoint.CheckpointError) as e:
         checkpoint.restore(other, run / "checkpoints" / "ckpt-00000002")
@@ -212,8 +252,8 @@ def test_a_checkpoint_of_another_model_names_the_differing_keys(tmp_path):
     assert "model.stem" not in msg
 
 
-def test_export_and_denoise_use_the_newest_valid_checkpoint(tmp_path):
-    run, _ = _first_attempt(tmp_path)
+def test_export_and_denoise_use_the_newest_valid_checkpoint(first_attempt, tmp_path):
+    run, _ = first_attempt()
     _damage(run / "checkpoints" / "ckpt-00000006" / "generator_ema.weights.h5", "corrupt")
     r = run_cli("export", str(run), "-o", str(tmp_path / "g.keras"))
     assert r.returncode == 0, r.stderr[-2000:]
