@@ -51,8 +51,8 @@ def overrides(name: str, out: Path) -> list[str]:
           "run.progress=false", "run.seed=1"]
     if source == "samples":
         ov += ["data.eval_images=2", "data.eval_max_edge=256"]
-    if name.endswith(":bf16"):
-        ov.append("train.precision=bfloat16")
+    # A plain name trains in float32 whatever its config says, so that :bf16 is the only change.
+    ov.append("train.precision=" + ("bfloat16" if name.endswith(":bf16") else "float32"))
     return ov
 
 
@@ -151,7 +151,8 @@ def run_one(name: str, cpu_minutes: float, out: Path) -> dict:
             "heldout_ssim": round(best_row["ssim"], 4),
             "heldout_psnr_noisy": round(best_row["psnr_noisy"], 3),
             "heldout_ssim_noisy": round(best_row["ssim_noisy"], 4),
-            "heldout_psnr_final": round(rows[-1]["psnr"], 3), "heldout_ssim_final": round(rows[-1]["ssim"], 4),
+            "heldout_psnr_final": round(rows[-1]["psnr"], 3),
+            "heldout_ssim_final": round(rows[-1]["ssim"], 4),
             **({"heldout_psnr_before_gan": round(before_gan[-1]["psnr"], 3),
                 "heldout_ssim_before_gan": round(before_gan[-1]["ssim"], 4)}
                if cfg.train.steps and before_gan else {}),
@@ -169,7 +170,8 @@ def kodak_scores(model: Path) -> dict:
     rep = run_eval(files, [parse_spec(n) for n in KODAK_NOISES], ["distgan"], str(model))
     out = {"kodak_images": len(files)}
     for r in rep["results"]:
-        key = r["noise"].split(":")[0] if r["noise"].startswith("mix") else r["noise"].replace(":unclipped", "")
+        noise = r["noise"]
+        key = noise.split(":")[0] if noise.startswith("mix") else noise.replace(":unclipped", "")
         out[f"kodak_psnr {key}"] = round(r["psnr"], 3)
         out[f"kodak_ssim {key}"] = round(r["ssim"], 4)
     return out
@@ -239,7 +241,8 @@ def main() -> None:
     rows = []
     for n in names if not args.plot_only else ():
         done = out / n.replace(":", "-") / "result.json"
-        if args.reuse and done.exists() and json.loads(done.read_text())["cpu_minutes_budget"] == args.cpu_minutes:
+        same_budget = done.exists() and json.loads(done.read_text())["cpu_minutes_budget"] == args.cpu_minutes
+        if args.reuse and same_budget:
             rows.append(json.loads(done.read_text()))
             print(json.dumps(rows[-1]), flush=True)
             continue
@@ -256,7 +259,8 @@ def main() -> None:
         win = max(rows, key=lambda r: r["heldout_psnr"])
         emit(bench="budget", winner=win["candidate"], heldout_psnr=win["heldout_psnr"],
              gap_db={r["candidate"]: round(r["heldout_psnr"] - win["heldout_psnr"], 3) for r in rows})
-    plot(out, names, Path(args.plot), dict((e.split("=", 1)[0], Path(e.split("=", 1)[1])) for e in args.extra))
+    extra = dict((e.split("=", 1)[0], Path(e.split("=", 1)[1])) for e in args.extra)
+    plot(out, names, Path(args.plot), extra)
 
 
 if __name__ == "__main__":

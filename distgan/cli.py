@@ -284,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=verbose_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("noise", parents=[common], allow_abbrev=False, help="write noisy copies of images (+ JSON with spec and params)")
+    p = sub.add_parser(
+        "noise", parents=[common], allow_abbrev=False,
+        help="write noisy copies of images (+ JSON with spec and params)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     p.add_argument("--noise", required=True, metavar="SPEC", help="e.g. gaussian:25, random")
@@ -292,15 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.set_defaults(func=cmd_noise)
 
-    p = sub.add_parser("data", parents=[common], allow_abbrev=False, help="inspect the training data pipeline")
+    p = sub.add_parser(
+        "data", parents=[common], allow_abbrev=False,
+        help="inspect the training data pipeline")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    q = dsub.add_parser("preview", parents=[common], allow_abbrev=False, help="grid of clean/noisy chunk pairs + throughput JSON")
+    q = dsub.add_parser(
+        "preview", parents=[common], allow_abbrev=False,
+        help="grid of clean/noisy chunk pairs + throughput JSON")
     add_config_args(q)
     q.add_argument("-o", "--output", required=True, metavar="GRID.png")
     q.add_argument("--batches", type=int, default=4, metavar="N")
     q.set_defaults(func=cmd_data_preview)
 
-    p = sub.add_parser("denoise", parents=[common], allow_abbrev=False, help="denoise photos of any size")
+    p = sub.add_parser(
+        "denoise", parents=[common], allow_abbrev=False,
+        help="denoise photos of any size")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output folder (or file, for one input)")
@@ -324,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-actors", type=int, default=2, metavar="N")
     p.set_defaults(func=cmd_denoise)
 
-    p = sub.add_parser("eval", parents=[common], allow_abbrev=False, help="PSNR/SSIM of distgan against classical denoisers")
+    p = sub.add_parser(
+        "eval", parents=[common], allow_abbrev=False,
+        help="PSNR/SSIM of distgan against classical denoisers")
     p.add_argument("--data", required=True, help="folder of clean images (e.g. Kodak24)")
     p.add_argument("--noise", required=True, metavar="SPEC[,SPEC...]|all")
     p.add_argument("--model", default=None, help="default: the shipped model")
@@ -341,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="REPORT.json")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", parents=[common], allow_abbrev=False, help="export a checkpoint's generator (.keras or SavedModel)")
+    p = sub.add_parser(
+        "export", parents=[common], allow_abbrev=False,
+        help="export a checkpoint's generator (.keras or SavedModel)")
     p.add_argument("checkpoint", help="run folder, checkpoint folder or .keras file")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--format", choices=("keras", "savedmodel"), default="keras")
@@ -349,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average the weights of the last K checkpoints up to this one")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("train", parents=[common], allow_abbrev=False, help="train the GAN (Ray Train, or --local)")
+    p = sub.add_parser(
+        "train", parents=[common], allow_abbrev=False,
+        help="train the GAN (Ray Train, or --local)")
     from .train import add_train_args
 
     add_train_args(p)

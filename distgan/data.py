@@ -34,7 +34,7 @@ from . import native
 from .config import Config, DataConfig
 from .errors import UserError
 from .imagefile import ImageReadError, decode_rgb8, list_images
-from .noise import N_PARAMS, add_noise, draw_specs, sample_spec
+from .noise import N_PARAMS, add_noise, draw_specs
 from .noisebatch import add_noise_batch, kernels_for
 from .tiling import dihedral, mirror_index
 

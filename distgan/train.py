@@ -380,7 +380,6 @@ def worker_loop(config: dict) -> None:
     import ray.train
     import tensorflow as tf
 
-    from . import checkpoint
     from .config import from_dict
     from .data import eval_images, open_source, tf_batches
     from .gan import total_steps

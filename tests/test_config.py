@@ -25,7 +25,8 @@ def test_paper_config_has_the_paper_settings():
     assert (c.train.d_steps, c.train.g_steps) == (2, 3)
     assert c.noise.amount[1] == 0.25
     assert c.model.generator == "autoencoder" and not c.model.skips and not c.model.residual
-    assert (c.train.optimizer, c.train.schedule, c.train.ema, c.train.lr_g) == ("rmsprop", "constant", 0, 2e-4)
+    t = c.train
+    assert (t.optimizer, t.schedule, t.ema, t.lr_g) == ("rmsprop", "constant", 0, 2e-4)
 
 
 def test_overrides_are_typed():
@@ -97,7 +98,8 @@ def test_config_is_frozen_and_replace_validates():
 
 def test_unet_downsampling_must_divide_16_and_start_at_1():
     with pytest.raises(ConfigError, match="must divide 16"):
-        load_config(None, ["model.stem=4", "model.gen_filters=[8, 8, 8, 8]", "model.gen_strides=[1, 2, 2, 2]"])
+        load_config(None, ["model.stem=4", "model.gen_filters=[8, 8, 8, 8]",
+                           "model.gen_strides=[1, 2, 2, 2]"])
     with pytest.raises(ConfigError, match="must start with 1"):
         load_config(None, ["model.gen_filters=[8, 8]", "model.gen_strides=[2, 2]"])
 
