@@ -1,13 +1,13 @@
 """Where a model's error sits: blown highlights (clean luminance >= 0.95) against the rest.
 
-The shipped run's checkpoints differ most there: under unclipped noise some leave dark or
-magenta dots in white skies. One JSON line per (model, ensemble, image): PSNR, the mean
-squared error in the highlights and elsewhere (x 1e4), the largest highlight error, and the
-highlights' share.
+Under unclipped noise, white skies and walls are where a denoiser's estimate of the noise is
+hardest to check: the clean value sits at the top of the range. One JSON line per (model,
+ensemble, image): PSNR, the mean squared error in the highlights and elsewhere (x 1e4), the
+largest highlight error, and the highlights' share.
 
-  python benchmarks/bench_highlights.py --models RUN/checkpoints/ckpt-00017000,shipped --ensemble 1,8
+  python benchmarks/bench_highlights.py --models RUN/checkpoints/ckpt-00012500,shipped --ensemble 1,8
 
-Default images: the shipped run's held-out pair (the last 2 sun80 photos), never Kodak24.
+Default images: the last 2 sun80 photos (held out by every sun80 config), never Kodak24.
 """
 
 from __future__ import annotations
