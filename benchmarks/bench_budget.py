@@ -241,10 +241,10 @@ def main() -> None:
     rows = []
     for n in names if not args.plot_only else ():
         done = out / n.replace(":", "-") / "result.json"
-        same_budget = done.exists() and json.loads(done.read_text())["cpu_minutes_budget"] == args.cpu_minutes
-        if args.reuse and same_budget:
-            rows.append(json.loads(done.read_text()))
-            print(json.dumps(rows[-1]), flush=True)
+        prev = json.loads(done.read_text()) if args.reuse and done.exists() else None
+        if prev and prev["cpu_minutes_budget"] == args.cpu_minutes:
+            rows.append(prev)
+            print(json.dumps(prev), flush=True)
             continue
         cmd = [sys.executable, __file__, "--one", n, "--cpu-minutes", str(args.cpu_minutes),
                "--out", str(out)] + (["--quick"] if quick() else [])
