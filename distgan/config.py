@@ -76,6 +76,9 @@ class NoiseConfig:
     camera_iso: tuple[float, float] = (100.0, 6400.0)
     # Clip noisy images to [0, 1]. Published tables use unclipped gaussian noise.
     clip: bool = True
+    # How often `random` picks each of `kinds` (one positive weight per kind, in the same
+    # order); empty = all equally often. Mixes draw their 2-3 kinds by the same weights.
+    kind_weights: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,11 @@ class TrainConfig:
     keep_checkpoints: int = field(default=3, metadata=_range(1, 1000))
     # Also keep the checkpoint with the best held-out PSNR (checkpoints/best.json names it).
     keep_best: bool = True
+    # Start from trained weights instead of random ones (fine-tuning): `shipped`, a run
+    # folder, a checkpoint folder or a `.keras` file from `distgan export`. G and its average
+    # start from the model's (averaged) weights, D from the checkpoint's where it has one of
+    # this model.disc_* shape; the step, the optimizers and the schedule start afresh.
+    init_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -371,6 +379,10 @@ def _validate(cfg: Config, where: str) -> None:
             )
     if not n.kinds:
         raise ConfigError(f"{where}: 'noise.kinds' must name at least one kind")
+    if n.kind_weights and (len(n.kind_weights) != len(n.kinds)
+                           or not all(w > 0 for w in n.kind_weights)):
+        raise ConfigError(f"{where}: 'noise.kind_weights' needs one weight > 0 per kind of "
+                          f"'noise.kinds' ({len(n.kinds)}: {', '.join(n.kinds)}), or none")
     for name in ("gaussian_sigma", "poisson_peak", "speckle_var", "amount", "camera_iso"):
         lo, hi = getattr(n, name)
         if not 0 <= lo <= hi:

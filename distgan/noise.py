@@ -240,7 +240,9 @@ def sample_spec(cfg: NoiseConfig, rng: np.random.Generator) -> NoiseSpec:
     n = 1
     if len(kinds) > 1 and rng.random() < cfg.mix_prob:
         n = int(rng.integers(2, min(3, len(kinds)) + 1))
-    chosen = [kinds[i] for i in rng.choice(len(kinds), size=n, replace=False)]
+    p = np.asarray(cfg.kind_weights, float) if cfg.kind_weights else None
+    chosen = [kinds[i] for i in rng.choice(len(kinds), size=n, replace=False,
+                                           p=None if p is None else p / p.sum())]
     ranges = _ranges(cfg)
     parts = []
     for k in chosen:
@@ -277,7 +279,11 @@ def draw_specs(cfg: NoiseConfig, rng: np.random.Generator, n: int) -> SpecArrays
     if m > 1:
         mixed = rng.random(n) < cfg.mix_prob
         counts[mixed] = rng.integers(2, min(3, m) + 1, size=int(mixed.sum()))
-    picks = np.argsort(rng.random((n, m)), axis=1)[:, :MAX_PARTS]  # a random order of the kinds
+    if cfg.kind_weights:  # a weighted random order: keys u^(1/w), largest first
+        keys = np.log(rng.random((n, m))) / np.asarray(cfg.kind_weights, float)
+        picks = np.argsort(-keys, axis=1)[:, :MAX_PARTS]
+    else:
+        picks = np.argsort(rng.random((n, m)), axis=1)[:, :MAX_PARTS]  # a random order
     lo, hi, log = lo[picks], hi[picks], log[picks]
     levels = lo + rng.random(picks.shape) * (hi - lo)
     np.exp(levels, out=levels, where=log)

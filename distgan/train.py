@@ -298,7 +298,9 @@ def fit(
 # ------------------------------------------------------------------ local mode
 
 
-def build_trainer(cfg: Config, strategy=None):
+def build_trainer(cfg: Config, strategy=None, init: bool = True):
+    """G, D and their optimizers; `init` False skips train.init_from (a resumed run's
+    checkpoint replaces those weights anyway)."""
     import keras
 
     from .gan import GANTrainer
@@ -307,7 +309,60 @@ def build_trainer(cfg: Config, strategy=None):
     keras.utils.set_random_seed(cfg.run.seed)  # same seed, same initial weights
 
     placement = Placement.from_config(cfg.parallel)
-    return GANTrainer(cfg, placement, strategy or placement.strategy())
+    trainer = GANTrainer(cfg, placement, strategy or placement.strategy())
+    if init and cfg.train.init_from:
+        init_weights(trainer, cfg.train.init_from)
+    return trainer
+
+
+def _model_differences(cfg: Config, source: str, shapes: tuple[list, list]) -> str:
+    """The model.* keys where `source`'s saved config differs from `cfg`, else the first
+    weight whose shape differs."""
+    from . import checkpoint
+    from .denoise import SHIPPED
+
+    path = SHIPPED if source == "shipped" else Path(source)
+    saved = None
+    if path.is_dir():
+        saved = checkpoint.read_config(checkpoint.resolve(path))
+    elif path.with_suffix(".config.yaml").exists():
+        saved = load_config(path.with_suffix(".config.yaml"))
+    if saved is not None:
+        diff = [d for d in checkpoint.config_differences(cfg, saved, ("model",))
+                if not d.startswith("model.disc")]
+        if diff:
+            return "; ".join(diff).replace("in the checkpoint", "there")
+    there, here = shapes
+    i = next((i for i, (a, b) in enumerate(zip(there, here)) if a != b), min(len(there), len(here)))
+    return (f"{len(there)} weight arrays there, {len(here)} here; the first to differ is #{i}: "
+            f"{there[i] if i < len(there) else None} there, {here[i] if i < len(here) else None} here")
+
+
+def init_weights(trainer, source: str) -> None:
+    """Fine-tuning (`train.init_from`): G and its average from a trained model's (averaged)
+    weights, D from the checkpoint's where it has one that fits; the step, optimizers and
+    schedule stay at their start. A model of another shape is one clear error."""
+    from . import checkpoint
+    from .denoise import load_denoiser
+
+    try:
+        gen = load_denoiser(None if source == "shipped" else source, "float32").generator
+    except UserError as e:
+        raise UserError(f"train.init_from: {e}") from None
+    src, dst = gen.get_weights(), trainer.generator.get_weights()
+    shapes = [w.shape for w in src], [w.shape for w in dst]
+    if shapes[0] != shapes[1]:
+        raise UserError(f"train.init_from: {source} is another generator than this run's "
+                        f"model config ({_model_differences(trainer.cfg, source, shapes)})")
+    for model in {id(m): m for m in (trainer.generator, trainer.ema_generator)}.values():
+        model.set_weights(src)
+    if Path(source).is_dir():
+        ckpt = checkpoint.resolve(source)
+        try:
+            trainer.discriminator.load_weights(ckpt / "discriminator.weights.h5")
+            log.info("train.init_from: G and D from %s", ckpt)
+        except (ValueError, OSError):
+            log.info("train.init_from: G from %s; D starts afresh (another shape)", ckpt)
 
 
 _STOP = threading.Event()
@@ -342,7 +397,7 @@ def train_local(cfg: Config, resume: bool = False, until: int | None = None) -> 
     train_src, eval_src = open_source(cfg.data.source).split(cfg.data.eval_images)
     batches = LocalBatches(cfg, train_src)
     evals = eval_images(cfg, eval_src)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, init=not resume)
     ckpt_dir = Path(cfg.run.dir) / "checkpoints"
     start = 0
     if resume:
@@ -389,10 +444,10 @@ def worker_loop(config: dict) -> None:
     assert keras.__version__.startswith("3."), f"expected Keras 3, got {keras.__version__}"
     cfg = from_dict(config["cfg"], "<ray worker>")
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    trainer = build_trainer(cfg, strategy)
+    restored = ray.train.get_checkpoint()
+    trainer = build_trainer(cfg, strategy, init=restored is None)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    restored = ray.train.get_checkpoint()
     start = restore_from_ray(trainer, restored) if restored is not None else 0
     chief = rank == 0
     local_dir = None if chief else Path(tempfile.mkdtemp(prefix=f"distgan-rank{rank}-"))

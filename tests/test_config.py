@@ -67,6 +67,8 @@ def test_unknown_section_suggests():
         ("train.loss=huber", "must be one of 'mse', 'l1', 'charbonnier'"),
         ("train.lr_min=0.1", "'train.lr_min' .* is above 'train.lr_g'"),
         ("model.latent=64", "'model.latent' is for the autoencoder"),
+        ("noise.kind_weights=[1, 2]", "'noise.kind_weights' needs one weight > 0 per kind"),
+        ("noise.kind_weights=[1, 1, 1, 1, 1, 1, 0]", "needs one weight > 0"),
     ],
 )
 def test_bad_values_name_the_key(override, fragment):

@@ -155,3 +155,22 @@ def test_draw_specs_takes_a_config_built_in_code_with_lists():
     a = draw_specs(listed, np.random.default_rng(3), 50)
     b = draw_specs(tupled, np.random.default_rng(3), 50)
     assert np.array_equal(a.kinds, b.kinds) and np.array_equal(a.levels, b.levels)
+
+
+def test_kind_weights_set_how_often_each_kind_is_drawn():
+    """Singles follow the weights within 2 %, mixes still hold distinct kinds, both ways of
+    drawing agree, and no weights is the uniform draw it always was."""
+    kinds = ("gaussian", "poisson", "camera")
+    cfg = NoiseConfig(kinds=kinds, kind_weights=(6.0, 1.0, 3.0), mix_prob=0.0)
+    table = draw_specs(cfg, np.random.default_rng(0), 20_000)
+    share = np.bincount(table.kinds[:, 0], minlength=7)[[NOISE_KINDS.index(k) for k in kinds]]
+    assert np.allclose(share / 20_000, [0.6, 0.1, 0.3], atol=0.02)
+    one_by_one = [sample_spec(cfg, np.random.default_rng(i)).parts[0][0] for i in range(3000)]
+    assert abs(one_by_one.count("gaussian") / 3000 - 0.6) < 0.03
+    mixed = draw_specs(NoiseConfig(kinds=kinds, kind_weights=(6.0, 1.0, 3.0), mix_prob=1.0),
+                       np.random.default_rng(1), 2000).specs()
+    assert all(len({k for k, _ in s.parts}) == len(s.parts) >= 2 for s in mixed)
+    plain = NoiseConfig(kinds=kinds)
+    a = draw_specs(plain, np.random.default_rng(2), 100)
+    b = draw_specs(NoiseConfig(kinds=kinds, kind_weights=()), np.random.default_rng(2), 100)
+    assert np.array_equal(a.kinds, b.kinds)

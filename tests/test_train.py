@@ -260,3 +260,38 @@ def test_export_and_denoise_use_the_newest_valid_checkpoint(first_attempt, tmp_p
     assert "ckpt-00000006 is damaged" in r.stderr and "using ckpt-00000004" in r.stderr
     r = run_cli("export", str(tmp_path / "nowhere"), "-o", str(tmp_path / "h.keras"))
     assert r.returncode == 2 and "no such" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_init_from_fine_tunes_a_trained_model(first_attempt, tmp_path):
+    """train.init_from starts G, its average and D from a run's weights (not the step or
+    the schedule); a model of another shape, or no model, is one clear line."""
+    from distgan.train import build_trainer
+
+    run, _ = first_attempt(until=2)
+    ckpt = run / "checkpoints" / "ckpt-00000002"
+    tuned = build_trainer(_smoke_cfg(tmp_path / "ft", f"train.init_from={run}"))
+    fresh = build_trainer(_smoke_cfg(tmp_path / "ft2"))
+    saved = _weights(ckpt / "generator_ema.weights.h5")
+    for model in (tuned.generator, tuned.ema_generator):
+        got = sorted(float(np.abs(w).sum()) for w in model.get_weights())
+        assert np.allclose(got, sorted(float(np.abs(w).sum()) for w in saved), rtol=1e-6)
+    assert any(not np.allclose(a, b) for a, b in
+               zip(tuned.generator.get_weights(), fresh.generator.get_weights()))
+    d_saved = sorted(float(np.abs(w).sum()) for w in _weights(ckpt / "discriminator.weights.h5"))
+    d_got = sorted(float(np.abs(w).sum()) for w in tuned.discriminator.get_weights())
+    assert np.allclose(d_got, d_saved, rtol=1e-6)
+    assert int(tuned.step.numpy()) == 0 and int(tuned.g_opt.iterations.numpy()) == 0
+    # an exported .keras file works the same; a run then trains from it to its end
+    exported = tmp_path / "g.keras"
+    assert run_cli("export", str(run), "-o", str(exported)).returncode == 0
+    r = _train("--set", f"run.dir={tmp_path / 'ft3'}", "--set", f"train.init_from={exported}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 8
+    # another generator shape names the differing keys; a missing model is one line
+    r = _train("--set", f"run.dir={tmp_path / 'bad'}", "--set", f"train.init_from={run}",
+               "--set", "model.gen_filters=[8, 8]")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "model.gen_filters: [8, 16] there, [8, 8] here" in r.stderr
+    r = _train("--set", f"run.dir={tmp_path / 'bad2'}", "--set", f"train.init_from={tmp_path / 'none'}")
+    assert r.returncode == 2 and "train.init_from:" in r.stderr and "no such model" in r.stderr
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").rglob("ckpt-*"))
