@@ -40,13 +40,24 @@ def setup(verbose: bool = False) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def quiet_tensorflow() -> None:
+def _set_threads(tf, threads: int | None) -> None:
+    if threads:  # only before TensorFlow's context starts, i.e. before any device probe
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def quiet_tensorflow(threads: int | None = None) -> None:
     """Import TensorFlow without its C++ start-up chatter (absl's pre-init lines about
     CUDA probes and oneDNN, which no environment variable filters), so that a command's
-    stderr carries only what distgan says. Verbose mode shows everything."""
+    stderr carries only what distgan says. Verbose mode shows everything. `threads` pins
+    TensorFlow's thread pools to that many threads (in a fresh process only)."""
     import tempfile
 
     if is_verbose() or "tensorflow" in sys.modules:
+        if threads and "tensorflow" not in sys.modules:
+            import tensorflow as tf
+
+            _set_threads(tf, threads)
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.stderr.flush()
@@ -56,6 +67,7 @@ def quiet_tensorflow() -> None:
         try:
             import tensorflow as tf
 
+            _set_threads(tf, threads)
             tf.config.list_logical_devices()  # device probing logs happen here
         except BaseException:
             os.dup2(saved, 2)

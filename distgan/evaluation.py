@@ -84,11 +84,11 @@ def _score_image(path, specs, methods, model, seed) -> list[dict]:
 
 def _one_thread() -> None:
     """A worker of `run_eval(jobs > 1)`: one thread, so the jobs do not fight over cores and
-    each one's s/MP is a one-core figure (with jobs=1, TensorFlow uses every core)."""
-    import tensorflow as tf
+    each one's s/MP is a one-core figure (with jobs=1, TensorFlow uses every core). It
+    imports TensorFlow as quietly as the command that started it."""
+    from .console import quiet_tensorflow
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    quiet_tensorflow(threads=1)
 
 
 def run_eval(files, specs, methods, model=None, seed=0, progress=None, jobs: int = 1) -> dict:
