@@ -160,7 +160,8 @@ class TrainConfig:
     # Start from trained weights instead of random ones (fine-tuning): `shipped`, a run
     # folder, a checkpoint folder or a `.keras` file from `distgan export`. G and its average
     # start from the model's (averaged) weights, D from the checkpoint's where it has one of
-    # this model.disc_* shape; the step, the optimizers and the schedule start afresh.
+    # this model.disc_* shape; the step, the optimizers and the schedule start afresh. On a
+    # cluster a path must be one every worker can read; `shipped` always is.
     init_from: str = ""
 
 

@@ -358,11 +358,12 @@ def init_weights(trainer, source: str) -> None:
         model.set_weights(src)
     if Path(source).is_dir():
         ckpt = checkpoint.resolve(source)
-        try:
+        if any(d.startswith("model.disc") for d in checkpoint.config_differences(
+                trainer.cfg, checkpoint.read_config(ckpt), ("model",))):
+            log.info("train.init_from: G from %s; D starts afresh (another model.disc_*)", ckpt)
+        else:
             trainer.discriminator.load_weights(ckpt / "discriminator.weights.h5")
             log.info("train.init_from: G and D from %s", ckpt)
-        except (ValueError, OSError):
-            log.info("train.init_from: G from %s; D starts afresh (another shape)", ckpt)
 
 
 _STOP = threading.Event()

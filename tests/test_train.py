@@ -281,6 +281,11 @@ def test_init_from_fine_tunes_a_trained_model(first_attempt, tmp_path):
     d_got = sorted(float(np.abs(w).sum()) for w in tuned.discriminator.get_weights())
     assert np.allclose(d_got, d_saved, rtol=1e-6)
     assert int(tuned.step.numpy()) == 0 and int(tuned.g_opt.iterations.numpy()) == 0
+    # another discriminator: G still comes from the run, D starts afresh
+    other_d = build_trainer(_smoke_cfg(tmp_path / "ft4", f"train.init_from={run}",
+                                       "model.disc_filters=[8, 8]"))
+    got = sorted(float(np.abs(w).sum()) for w in other_d.generator.get_weights())
+    assert np.allclose(got, sorted(float(np.abs(w).sum()) for w in saved), rtol=1e-6)
     # an exported .keras file works the same; a run then trains from it to its end
     exported = tmp_path / "g.keras"
     assert run_cli("export", str(run), "-o", str(exported)).returncode == 0
