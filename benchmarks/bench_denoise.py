@@ -9,7 +9,9 @@
   - the same at 4 MP in float32, against the default precision ("auto": bfloat16 on a CPU
     with AVX512-BF16/AMX, as here)
 
-`--quick` runs 0.25, 1 and 4 MP only.
+`--quick` runs 0.25, 1 and 4 MP only. `--set model.KEY=VALUE` (repeatable) times another
+architecture: configs/shipped.yaml with those overrides, e.g. a candidate generator
+`--set "model.gen_filters=[64, 128, 256]"`.
 """
 
 from __future__ import annotations
@@ -62,11 +64,16 @@ def child(mp: float, model: str, precision: str) -> None:
                       "rss_before_mb": rss_before, "shape": list(img.shape)}))
 
 
+def overrides() -> list[str]:
+    """The values of every `--set` on the command line."""
+    return [sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--set"]
+
+
 def model_file() -> str:
     from distgan.config import load_config
     from distgan.models import build_generator
 
-    cfg = load_config(ROOT / "configs" / "shipped.yaml")
+    cfg = load_config(ROOT / "configs" / "shipped.yaml", overrides())
     path = os.path.join(tempfile.mkdtemp(prefix="bench-denoise-"), "g.keras")
     build_generator(cfg.model, cfg.data.chunk).save(path)
     return path
@@ -86,7 +93,7 @@ def main() -> None:
     res = {}
     for mp in sizes:
         res[mp] = run_child(mp, model)
-        emit(bench="denoise", method="distgan", megapixels=mp,
+        emit(bench="denoise", method="distgan", megapixels=mp, overrides=overrides(),
              s_per_mp=round(res[mp]["seconds"] / mp, 3), precision=res[mp]["precision"],
              peak_rss_mb=round(res[mp]["peak_rss_mb"]), shape=res[mp]["shape"])
     f32 = run_child(4, model, "float32")
