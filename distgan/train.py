@@ -315,24 +315,8 @@ def build_trainer(cfg: Config, strategy=None, init: bool = True):
     return trainer
 
 
-def _model_differences(cfg: Config, source: str, shapes: tuple[list, list]) -> str:
-    """The model.* keys where `source`'s saved config differs from `cfg`, else the first
-    weight whose shape differs."""
-    from . import checkpoint
-    from .denoise import SHIPPED
-
-    path = SHIPPED if source == "shipped" else Path(source)
-    saved = None
-    if path.is_dir():
-        saved = checkpoint.read_config(checkpoint.resolve(path))
-    elif path.with_suffix(".config.yaml").exists():
-        saved = load_config(path.with_suffix(".config.yaml"))
-    if saved is not None:
-        diff = [d for d in checkpoint.config_differences(cfg, saved, ("model",))
-                if not d.startswith("model.disc")]
-        if diff:
-            return "; ".join(diff).replace("in the checkpoint", "there")
-    there, here = shapes
+def _shape_differences(there: list, here: list) -> str:
+    """Where two generators' weight shapes part, for a model without a saved config."""
     i = next((i for i, (a, b) in enumerate(zip(there, here)) if a != b), min(len(there), len(here)))
     return (f"{len(there)} weight arrays there, {len(here)} here; the first to differ is #{i}: "
             f"{there[i] if i < len(there) else None} there, {here[i] if i < len(here) else None} here")
@@ -341,29 +325,38 @@ def _model_differences(cfg: Config, source: str, shapes: tuple[list, list]) -> s
 def init_weights(trainer, source: str) -> None:
     """Fine-tuning (`train.init_from`): G and its average from a trained model's (averaged)
     weights, D from the checkpoint's where it has one that fits; the step, optimizers and
-    schedule stay at their start. A model of another shape is one clear error."""
+    schedule stay at their start. A model of another shape is one clear error naming the
+    differing model.* keys (from the checkpoint's config, or the .config.yaml beside a
+    .keras file)."""
     from . import checkpoint
-    from .denoise import load_denoiser
+    from .denoise import SHIPPED, load_denoiser
 
+    path = SHIPPED if source == "shipped" else Path(source)
     try:
-        gen = load_denoiser(None if source == "shipped" else source, "float32").generator
+        ckpt = checkpoint.resolve(path) if path.is_dir() else None
+        gen = load_denoiser(None if source == "shipped" else str(ckpt or path), "float32").generator
     except UserError as e:
         raise UserError(f"train.init_from: {e}") from None
+    beside = path.with_suffix(".config.yaml")
+    saved = checkpoint.read_config(ckpt) if ckpt else load_config(beside) if beside.exists() else None
+    diff = checkpoint.config_differences(trainer.cfg, saved, ("model",)) if saved else []
+    g_diff = [d for d in diff if not d.startswith("model.disc")]
     src, dst = gen.get_weights(), trainer.generator.get_weights()
     shapes = [w.shape for w in src], [w.shape for w in dst]
     if shapes[0] != shapes[1]:
+        why = "; ".join(g_diff).replace("in the checkpoint", "there") if g_diff \
+            else _shape_differences(*shapes)
         raise UserError(f"train.init_from: {source} is another generator than this run's "
-                        f"model config ({_model_differences(trainer.cfg, source, shapes)})")
+                        f"model config ({why})")
     for model in {id(m): m for m in (trainer.generator, trainer.ema_generator)}.values():
         model.set_weights(src)
-    if Path(source).is_dir():
-        ckpt = checkpoint.resolve(source)
-        if any(d.startswith("model.disc") for d in checkpoint.config_differences(
-                trainer.cfg, checkpoint.read_config(ckpt), ("model",))):
-            log.info("train.init_from: G from %s; D starts afresh (another model.disc_*)", ckpt)
-        else:
-            trainer.discriminator.load_weights(ckpt / "discriminator.weights.h5")
-            log.info("train.init_from: G and D from %s", ckpt)
+    if ckpt is None:
+        return
+    if len(g_diff) < len(diff):
+        log.info("train.init_from: G from %s; D starts afresh (another model.disc_*)", ckpt)
+    else:
+        trainer.discriminator.load_weights(ckpt / "discriminator.weights.h5")
+        log.info("train.init_from: G and D from %s", ckpt)
 
 
 _STOP = threading.Event()
