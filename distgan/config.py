@@ -157,6 +157,9 @@ class TrainConfig:
     keep_checkpoints: int = field(default=3, metadata=_range(1, 1000))
     # Also keep the checkpoint with the best held-out PSNR (checkpoints/best.json names it).
     keep_best: bool = True
+    # Stop when a held-out evaluation's PSNR falls this many dB below the run's best (0 =
+    # never): a divergence whose loss stays finite. Armed once the best beats the noisy input.
+    divergence_db: float = field(default=5.0, metadata=_range(0.0, None))
     # Start from trained weights instead of random ones (fine-tuning): `shipped`, a run
     # folder, a checkpoint folder or a `.keras` file from `distgan export`. G and its average
     # start from the model's (averaged) weights, D from the checkpoint's where it has one of

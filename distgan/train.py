@@ -208,7 +208,7 @@ def fit(
     cpu0, eval_cpu = time.process_time(), 0.0
     spent = dict(trainer.spent)
     found = checkpoint.best(ckpt_dir) if is_chief else None
-    best_psnr = found["psnr"] if found else -math.inf
+    best_psnr = peak = found["psnr"] if found else -math.inf
 
     def clock() -> dict:
         return {"cpu_s": spent["cpu_s"] + time.process_time() - cpu0 - eval_cpu,
@@ -271,6 +271,8 @@ def fit(
             improved = None
             if evaluated and is_chief:
                 summary = run_eval(done)
+                check_divergence(done, summary, peak, t.divergence_db, ckpt_dir)
+                peak = max(peak, summary.get("psnr", -math.inf))
                 if t.keep_best and summary.get("psnr", -math.inf) > best_psnr:
                     improved = best_psnr = summary["psnr"]
             if done % t.checkpoint_every == 0 or done in (total, until) or (evaluated and t.keep_best):
@@ -293,6 +295,23 @@ def fit(
     return {"step": int(trainer.step.numpy()), "total_steps": total, **summary, **clock(),
             "samples_per_s": seen / max(elapsed, 1e-9),
             "data_wait_fraction": wait / max(elapsed, 1e-9), "losses": last}
+
+
+def check_divergence(step: int, scores: dict, best: float, limit: float, ckpt_dir: Path) -> None:
+    """Stop a run whose held-out PSNR collapsed while its loss stayed finite (a blow-up the
+    loss guard cannot see). Armed once the best evaluation beat the noisy input."""
+    from . import checkpoint
+
+    psnr, noisy = scores.get("psnr"), scores.get("psnr_noisy", -math.inf)
+    if not limit or psnr is None or not math.isfinite(best) or best <= noisy:
+        return
+    if psnr < best - limit or not math.isfinite(psnr):
+        found = checkpoint.best(ckpt_dir)
+        where = Path(ckpt_dir) / found["name"] if found else checkpoint.latest_valid(ckpt_dir)
+        raise TrainingDiverged(
+            f"step {step}: held-out PSNR fell to {psnr:.2f} dB, {best - psnr:.1f} dB below the "
+            f"run's best {best:.2f} dB (train.divergence_db {limit:g}); stopped. The best "
+            f"checkpoint stays at {where or '(none)'}; lower train.lr_g or set train.clip_norm")
 
 
 # ------------------------------------------------------------------ local mode

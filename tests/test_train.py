@@ -104,6 +104,36 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert steps and max(steps) == 4
 
 
+def test_a_collapse_of_held_out_psnr_stops_the_run(tmp_path):
+    """A blow-up whose loss stays finite: the held-out PSNR falls far below the run's best."""
+    run = tmp_path / "r"
+    base = ["--config", str(ROOT / "distgan" / "weights" / "denoiser.config.yaml"), "--local",
+            "--set", "train.init_from=shipped", "--set", "data.source=samples",
+            "--set", "data.chunk=32", "--set", "data.batch_size=4", "--set", "data.eval_images=1",
+            "--set", "data.eval_max_edge=96", "--set", 'data.eval_noise=["gaussian:25:unclipped"]',
+            "--set", "train.pretrain_g_steps=6", "--set", "train.pretrain_d_steps=0",
+            "--set", "train.steps=0", "--set", "train.schedule=constant",
+            "--set", "train.eval_every=2", "--set", "train.checkpoint_every=2",
+            "--set", f"run.dir={run}"]
+    # a rate too small to move the trained weights: the evaluation beats the noisy input
+    ok = run_cli("train", *base, "--set", "train.lr_g=1e-9", "--until", "2")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best["step"] == 2
+    # the same run resumed at a rate far too large: stopped at its next evaluation
+    r = run_cli("train", *base, "--set", "train.lr_g=0.05", "--resume")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    line = [ln for ln in r.stderr.splitlines() if "held-out PSNR fell" in ln]
+    assert len(line) == 1 and "step 4:" in line[0] and "ckpt-00000002" in line[0], r.stderr
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 4 and rows[-1]["psnr"] < best["psnr"] - 5
+    assert json.loads((run / "checkpoints" / "best.json").read_text()) == best
+    # the same collapse goes on with the guard off
+    off = run_cli("train", *base, "--set", "train.lr_g=0.05", "--set", "train.divergence_db=0",
+                  "--resume")
+    assert off.returncode == 0, off.stderr[-2000:]
+
+
 def test_bad_config_key_exits_2(tmp_path):
     r = run_cli("train", "--local", "--set", "train.stepz=3")
     assert r.returncode == 2 and "did you mean 'train.steps'" in r.stderr
