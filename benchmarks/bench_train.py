@@ -3,7 +3,8 @@ GAN step, XLA off and on, for the default model and the paper's model, each with
 fraction of the step spent waiting for data (in-process batches, as --local trains); and
 the shipped config's G step (batch 32) in mixed bfloat16 against float32
 (`train.precision`), each twice, interleaved. Medians over the timed steps. `--quick` for a
-short run; `--bf16` for the bfloat16 lines only.
+short run; `--bf16` for the bfloat16 lines only, `--bf16 --model NAME` for another config's
+(configs/NAME.yaml).
 """
 
 from __future__ import annotations
@@ -45,21 +46,22 @@ def measure(cfg_name: str, phase: str, xla: bool, steps: int, precision: str = "
             "data_wait_fraction": round(statistics.median(wait_t) / med, 3)}
 
 
-def bf16_lines(steps: int) -> None:
+def bf16_lines(steps: int, model: str = "shipped") -> None:
     runs = {"float32": [], "bfloat16": []}
     for _ in range(2):
         for precision in runs:
-            runs[precision].append(measure("shipped", "pretrain_g", False, steps, precision))
+            runs[precision].append(measure(model, "pretrain_g", False, steps, precision))
             emit(**runs[precision][-1])
     mid = {p: statistics.median(r["samples_per_s"] for r in rs) for p, rs in runs.items()}
-    emit(bench="train", model="shipped", phase="pretrain_g", bfloat16_speedup=round(
+    emit(bench="train", model=model, phase="pretrain_g", bfloat16_speedup=round(
         mid["bfloat16"] / mid["float32"], 3))
 
 
 def main() -> None:
     steps = 3 if quick() else 10
     if "--bf16" in sys.argv:
-        bf16_lines(steps)
+        model = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else "shipped"
+        bf16_lines(steps, model)
         return
     rows = []
     for model in ("default", "paper"):
