@@ -208,7 +208,7 @@ def fit(
     cpu0, eval_cpu = time.process_time(), 0.0
     spent = dict(trainer.spent)
     found = checkpoint.best(ckpt_dir) if is_chief else None
-    best_psnr = peak = found["psnr"] if found else -math.inf
+    best_psnr = found["psnr"] if found else -math.inf  # the run's best held-out PSNR so far
 
     def clock() -> dict:
         return {"cpu_s": spent["cpu_s"] + time.process_time() - cpu0 - eval_cpu,
@@ -271,10 +271,11 @@ def fit(
             improved = None
             if evaluated and is_chief:
                 summary = run_eval(done)
-                check_divergence(done, summary, peak, t.divergence_db, ckpt_dir)
-                peak = max(peak, summary.get("psnr", -math.inf))
-                if t.keep_best and summary.get("psnr", -math.inf) > best_psnr:
-                    improved = best_psnr = summary["psnr"]
+                check_divergence(done, summary, best_psnr, t.divergence_db, ckpt_dir)
+                psnr = summary.get("psnr", -math.inf)
+                if t.keep_best and psnr > best_psnr:
+                    improved = psnr
+                best_psnr = max(best_psnr, psnr)
             if done % t.checkpoint_every == 0 or done in (total, until) or (evaluated and t.keep_best):
                 save("final" if done == total else ("until" if done == until else "schedule"),
                      improved)
