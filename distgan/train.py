@@ -516,6 +516,15 @@ def restore_from_ray(trainer, restored) -> int:
                                      + "; ".join(skipped))
 
 
+def worker_user_error(err: Exception) -> UserError | None:
+    """The first UserError a Ray Train worker raised (a diverged run, a bad checkpoint), so
+    that it reaches the user as the one line it would be in local mode, not inside Ray's
+    traceback. Ray Train V2 raises a WorkerGroupError whose `worker_failures` maps each
+    failed rank to its exception."""
+    failures = getattr(err, "worker_failures", None) or {}
+    return next((e for _, e in sorted(failures.items()) if isinstance(e, UserError)), None)
+
+
 def check_cpu_budget(cfg: Config) -> None:
     """Trainers must leave `scaling.reserved_data_cpus` for Ray Data, or the data stage
     waits for ever. On a fixed cluster that is an error; on one that may autoscale, a warning."""
@@ -589,7 +598,13 @@ def train_ray(cfg: Config, resume: bool = False, until: int | None = None) -> di
         import shutil
 
         shutil.rmtree(Path(storage) / cfg.run.name)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        mine = worker_user_error(e)
+        if mine is None:
+            raise
+        raise mine from None
     if result.error:
         raise UserError(f"Ray Train run failed: {result.error}")
     summary = dict(result.metrics or {})
