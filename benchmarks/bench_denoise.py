@@ -1,10 +1,11 @@
 """Denoiser speed and memory, one run:
 
-  - seconds per MP and peak RSS at 1, 4, 16 and 100 MP (synthetic uint8 photos), each size
-    in a fresh process so its peak is its own; the shipped architecture (configs/shipped.yaml;
-    compute does not depend on the weights)
-  - on one 0.25 MP image: scikit-image's denoise_nl_means (fast mode) and BM3D (bm3d_rgb with
-    the true sigma), as s/MP ratios against ours
+  - seconds per MP and peak RSS at 0.25, 1, 4, 16 and 100 MP (synthetic uint8 photos), each
+    size in a fresh process so its peak is its own; the shipped architecture
+    (configs/shipped.yaml; compute does not depend on the weights). Times are medians of
+    `REPEATS` calls (5 up to 1 MP, 3 at 4 MP, one above), each after a warm-up call
+  - on one 0.25 MP image: scikit-image's denoise_nl_means (fast mode, median of 5) and BM3D
+    (bm3d_rgb with the true sigma, median of 3), as s/MP ratios against ours
   - linearity: t(100 MP) / t(1 MP)
   - the same at 4 MP in float32, against the default precision ("auto": bfloat16 on a CPU
     with AVX512-BF16/AMX, as here)
@@ -48,6 +49,21 @@ def synthetic(mp: float, seed: int = 0) -> np.ndarray:
     return out
 
 
+def repeats(mp: float) -> int:
+    """How many timed calls a size gets: a 0.25 MP call lasts ~0.1 s and varies by a third
+    from one call to the next on a shared 2-core machine; a 100 MP one lasts ~20 s."""
+    return 5 if mp <= 1 else 3 if mp <= 4 else 1
+
+
+def median_seconds(fn, n: int) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def child(mp: float, model: str, precision: str) -> None:
     """One size, in this fresh process: prints a JSON object."""
     from distgan.denoise import denoise_array, load_denoiser
@@ -57,9 +73,7 @@ def child(mp: float, model: str, precision: str) -> None:
     denoise_array(den, warm, noise_level=10)  # tracing is not throughput
     img = synthetic(mp)
     rss_before = peak_rss_mb()
-    t0 = time.perf_counter()
-    denoise_array(den, img, noise_level=10)
-    dt = time.perf_counter() - t0
+    dt = median_seconds(lambda: denoise_array(den, img, noise_level=10), repeats(mp))
     print(json.dumps({"mp": mp, "seconds": dt, "precision": den.precision, "peak_rss_mb": peak_rss_mb(),
                       "rss_before_mb": rss_before, "shape": list(img.shape)}))
 
@@ -94,29 +108,26 @@ def main() -> None:
     for mp in sizes:
         res[mp] = run_child(mp, model)
         emit(bench="denoise", method="distgan", megapixels=mp, overrides=overrides(),
-             s_per_mp=round(res[mp]["seconds"] / mp, 3), precision=res[mp]["precision"],
+             s_per_mp=round(res[mp]["seconds"] / mp, 3), runs=repeats(mp), precision=res[mp]["precision"],
              peak_rss_mb=round(res[mp]["peak_rss_mb"]), shape=res[mp]["shape"])
     f32 = run_child(4, model, "float32")
     emit(bench="denoise", method="distgan", megapixels=4, precision="float32",
-         s_per_mp=round(f32["seconds"] / 4, 3), peak_rss_mb=round(f32["peak_rss_mb"]),
+         s_per_mp=round(f32["seconds"] / 4, 3), runs=repeats(4), peak_rss_mb=round(f32["peak_rss_mb"]),
          ratio_to_default=round(f32["seconds"] / res[4]["seconds"], 2))
     ours = res[0.25]["seconds"] / 0.25
     img = synthetic(0.25).astype(np.float32) / 255
     noisy = np.clip(img + np.random.default_rng(1).normal(0, 25 / 255, img.shape), 0, 1)
     from skimage.restoration import denoise_nl_means
 
-    t0 = time.perf_counter()
-    denoise_nl_means(noisy, h=0.8 * 25 / 255, sigma=25 / 255, patch_size=5, patch_distance=6,
-                     fast_mode=True, channel_axis=-1)
-    nlm = (time.perf_counter() - t0) / 0.25
-    emit(bench="denoise", method="nlm_fast", megapixels=0.25, s_per_mp=round(nlm, 3),
+    nlm = median_seconds(lambda: denoise_nl_means(
+        noisy, h=0.8 * 25 / 255, sigma=25 / 255, patch_size=5, patch_distance=6, fast_mode=True,
+        channel_axis=-1), 5) / 0.25
+    emit(bench="denoise", method="nlm_fast", megapixels=0.25, s_per_mp=round(nlm, 3), runs=5,
          ratio_to_distgan=round(nlm / ours, 2))
     import bm3d
 
-    t0 = time.perf_counter()
-    bm3d.bm3d_rgb(noisy, sigma_psd=25 / 255)
-    b = (time.perf_counter() - t0) / 0.25
-    emit(bench="denoise", method="bm3d", megapixels=0.25, s_per_mp=round(b, 3),
+    b = median_seconds(lambda: bm3d.bm3d_rgb(noisy, sigma_psd=25 / 255), 3) / 0.25
+    emit(bench="denoise", method="bm3d", megapixels=0.25, s_per_mp=round(b, 3), runs=3,
          ratio_to_distgan=round(b / ours, 2))
     big = max(sizes)
     emit(bench="denoise", method="linearity", t_ratio=round(res[big]["seconds"] / res[1]["seconds"], 2),
