@@ -3,7 +3,7 @@
   - seconds per MP and peak RSS at 0.25, 1, 4, 16 and 100 MP (synthetic uint8 photos), each
     size in a fresh process so its peak is its own; the shipped architecture
     (configs/shipped.yaml; compute does not depend on the weights). Times are medians of
-    `REPEATS` calls (5 up to 1 MP, 3 at 4 MP, one above), each after a warm-up call
+    `repeats(mp)` calls (5 up to 1 MP, 3 at 4 MP, one above), after one warm-up call
   - on one 0.25 MP image: scikit-image's denoise_nl_means (fast mode, median of 5) and BM3D
     (bm3d_rgb with the true sigma, median of 3), as s/MP ratios against ours
   - linearity: t(100 MP) / t(1 MP)
@@ -22,10 +22,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
-from _common import ROOT, emit, quick
+from _common import ROOT, emit, median_time, quick
 
 
 def peak_rss_mb() -> float:
@@ -55,15 +54,6 @@ def repeats(mp: float) -> int:
     return 5 if mp <= 1 else 3 if mp <= 4 else 1
 
 
-def median_seconds(fn, n: int) -> float:
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def child(mp: float, model: str, precision: str) -> None:
     """One size, in this fresh process: prints a JSON object."""
     from distgan.denoise import denoise_array, load_denoiser
@@ -73,7 +63,7 @@ def child(mp: float, model: str, precision: str) -> None:
     denoise_array(den, warm, noise_level=10)  # tracing is not throughput
     img = synthetic(mp)
     rss_before = peak_rss_mb()
-    dt = median_seconds(lambda: denoise_array(den, img, noise_level=10), repeats(mp))
+    dt = median_time(lambda: denoise_array(den, img, noise_level=10), repeats(mp), warmup=0)
     print(json.dumps({"mp": mp, "seconds": dt, "precision": den.precision, "peak_rss_mb": peak_rss_mb(),
                       "rss_before_mb": rss_before, "shape": list(img.shape)}))
 
@@ -119,14 +109,14 @@ def main() -> None:
     noisy = np.clip(img + np.random.default_rng(1).normal(0, 25 / 255, img.shape), 0, 1)
     from skimage.restoration import denoise_nl_means
 
-    nlm = median_seconds(lambda: denoise_nl_means(
+    nlm = median_time(lambda: denoise_nl_means(
         noisy, h=0.8 * 25 / 255, sigma=25 / 255, patch_size=5, patch_distance=6, fast_mode=True,
-        channel_axis=-1), 5) / 0.25
+        channel_axis=-1), 5, warmup=0) / 0.25
     emit(bench="denoise", method="nlm_fast", megapixels=0.25, s_per_mp=round(nlm, 3), runs=5,
          ratio_to_distgan=round(nlm / ours, 2))
     import bm3d
 
-    b = median_seconds(lambda: bm3d.bm3d_rgb(noisy, sigma_psd=25 / 255), 3) / 0.25
+    b = median_time(lambda: bm3d.bm3d_rgb(noisy, sigma_psd=25 / 255), 3, warmup=0) / 0.25
     emit(bench="denoise", method="bm3d", megapixels=0.25, s_per_mp=round(b, 3), runs=3,
          ratio_to_distgan=round(b / ours, 2))
     big = max(sizes)
