@@ -11,6 +11,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# A short run from the shipped model that evaluates and checkpoints every 2 steps: with
+# train.lr_g=1e-9 its evaluation beats the noisy input, with 0.05 it collapses (the
+# divergence guard's tests, local and on Ray Train).
+SHIPPED_CONFIG = ROOT / "distgan" / "weights" / "denoiser.config.yaml"
+COLLAPSE_SETS = ["train.init_from=shipped", "data.source=samples", "data.chunk=32",
+                 "data.batch_size=4", "data.eval_images=1", "data.eval_max_edge=96",
+                 'data.eval_noise=["gaussian:25:unclipped"]', "train.pretrain_g_steps=6",
+                 "train.pretrain_d_steps=0", "train.steps=0", "train.schedule=constant",
+                 "train.eval_every=2", "train.checkpoint_every=2"]
+
+
 def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600):
     """Run `python -m distgan ...` in a subprocess, as a user would."""
     full_env = {**os.environ, **(env or {})}

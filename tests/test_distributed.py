@@ -13,7 +13,7 @@ from distgan.config import load_config
 from distgan.errors import UserError
 from distgan.train import TrainingDiverged, train_ray
 
-from .conftest import ROOT
+from .conftest import COLLAPSE_SETS, ROOT, SHIPPED_CONFIG
 
 pytestmark = pytest.mark.slow
 
@@ -93,13 +93,8 @@ def test_one_worker_shares_two_cpus_and_a_damaged_checkpoint_is_skipped_on_resto
 def test_a_collapse_on_a_worker_reaches_the_driver_as_the_guards_own_error(ray_cluster, tmp_path):
     """The divergence guard runs on rank 0. Ray Train reports the failure as a
     WorkerGroupError; train_ray raises the guard's one-line error from inside it."""
-    sets = [f"run.dir={tmp_path / 'run'}", "run.tensorboard=false", "train.init_from=shipped",
-            "data.source=samples", "data.chunk=32", "data.batch_size=4", "data.eval_images=1",
-            "data.eval_max_edge=96", 'data.eval_noise=["gaussian:25:unclipped"]',
-            "train.pretrain_g_steps=6", "train.pretrain_d_steps=0", "train.steps=0",
-            "train.schedule=constant", "train.eval_every=2", "train.checkpoint_every=2"]
-    shipped = ROOT / "distgan" / "weights" / "denoiser.config.yaml"
+    sets = [*COLLAPSE_SETS, f"run.dir={tmp_path / 'run'}", "run.tensorboard=false"]
     # a rate too small to move the trained weights: the evaluation beats the noisy input
-    assert train_ray(load_config(shipped, [*sets, "train.lr_g=1e-9"]), until=2)["step"] == 2
+    assert train_ray(load_config(SHIPPED_CONFIG, [*sets, "train.lr_g=1e-9"]), until=2)["step"] == 2
     with pytest.raises(TrainingDiverged, match=r"^step 4: held-out PSNR fell .*ckpt-00000002"):
-        train_ray(load_config(shipped, [*sets, "train.lr_g=0.05"]), resume=True)
+        train_ray(load_config(SHIPPED_CONFIG, [*sets, "train.lr_g=0.05"]), resume=True)

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from .conftest import ROOT, run_cli
+from .conftest import COLLAPSE_SETS, ROOT, SHIPPED_CONFIG, run_cli
 
 SMOKE = ["--config", str(ROOT / "configs" / "smoke.yaml"), "--local"]
 
@@ -107,14 +107,8 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_a_collapse_of_held_out_psnr_stops_the_run(tmp_path):
     """A blow-up whose loss stays finite: the held-out PSNR falls far below the run's best."""
     run = tmp_path / "r"
-    base = ["--config", str(ROOT / "distgan" / "weights" / "denoiser.config.yaml"), "--local",
-            "--set", "train.init_from=shipped", "--set", "data.source=samples",
-            "--set", "data.chunk=32", "--set", "data.batch_size=4", "--set", "data.eval_images=1",
-            "--set", "data.eval_max_edge=96", "--set", 'data.eval_noise=["gaussian:25:unclipped"]',
-            "--set", "train.pretrain_g_steps=6", "--set", "train.pretrain_d_steps=0",
-            "--set", "train.steps=0", "--set", "train.schedule=constant",
-            "--set", "train.eval_every=2", "--set", "train.checkpoint_every=2",
-            "--set", f"run.dir={run}"]
+    base = ["--config", str(SHIPPED_CONFIG), "--local",
+            *(a for kv in [*COLLAPSE_SETS, f"run.dir={run}"] for a in ("--set", kv))]
     # a rate too small to move the trained weights: the evaluation beats the noisy input
     ok = run_cli("train", *base, "--set", "train.lr_g=1e-9", "--until", "2")
     assert ok.returncode == 0, ok.stderr[-2000:]
