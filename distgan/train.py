@@ -605,8 +605,6 @@ def train_ray(cfg: Config, resume: bool = False, until: int | None = None) -> di
         if mine is None:
             raise
         raise mine from None
-    if result.error:
-        raise UserError(f"Ray Train run failed: {result.error}")
     summary = dict(result.metrics or {})
     summary["checkpoint"] = result.checkpoint.path if result.checkpoint else None
     return summary
